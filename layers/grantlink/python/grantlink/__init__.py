@@ -1,0 +1,1 @@
+"""grantlink: one-time connection links, encrypted credentials and fresh OAuth tokens."""

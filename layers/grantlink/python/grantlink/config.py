@@ -1,0 +1,44 @@
+"""Settings from environment variables, read lazily into one pydantic model.
+
+Nothing reads `os.environ` at import time: `settings()` builds the model on first use and caches it;
+tests call `reset()` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field
+
+MAX_LINK_TTL_HOURS = 48
+
+
+class Settings(BaseModel):
+    table_name: str = Field(alias="GRANTLINK_TABLE")
+    idempotency_table: str = Field("", alias="GRANTLINK_IDEMPOTENCY_TABLE")
+    kms_key_id: str = Field("", alias="GRANTLINK_KMS_KEY_ID")
+    cursor_secret_arn: str = Field("", alias="GRANTLINK_CURSOR_SECRET_ARN")
+    connect_base_url: str = Field(alias="GRANTLINK_CONNECT_BASE_URL")
+    link_ttl_hours: int = Field(MAX_LINK_TTL_HOURS, ge=1, le=MAX_LINK_TTL_HOURS, alias="GRANTLINK_LINK_TTL_HOURS")
+    link_retention_days: int = Field(30, ge=1, alias="GRANTLINK_LINK_RETENTION_DAYS")
+    idempotency_ttl_seconds: int = Field(3600, ge=60, alias="GRANTLINK_IDEMPOTENCY_TTL_SECONDS")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, alias="GRANTLINK_MAX_BODY_BYTES")
+    extra_providers: str = Field("", alias="GRANTLINK_EXTRA_PROVIDERS")
+    local_demo: bool = Field(False, alias="GRANTLINK_LOCAL_DEMO")
+
+    model_config = {"populate_by_name": True, "extra": "ignore"}
+
+    @property
+    def connect_base(self) -> str:
+        return self.connect_base_url.rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    env = {k: v for k, v in os.environ.items() if k.startswith("GRANTLINK_")}
+    return Settings.model_validate(env)
+
+
+def reset() -> None:
+    settings.cache_clear()

@@ -1,0 +1,64 @@
+"""The one Logger, Tracer and Metrics, plus redaction.
+
+botocore and oauthlib log request and response bodies at DEBUG, which would carry tokens and keys:
+they are pinned to WARNING whatever the service log level is. A logging filter masks anything that looks
+like a grantlink API key or a bearer token, and any extra field whose name says it is secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+
+SERVICE = "grantlink"
+NOISY_LOGGERS = ("botocore", "boto3", "urllib3", "oauthlib", "requests_oauthlib", "aws_encryption_sdk")
+SECRET_FIELD = re.compile(r"(token|secret|password|verifier|apikey|api_key|authorization|code)$", re.I)
+SECRET_TEXT = re.compile(r"(glk_[A-Za-z0-9_\-]{20,})|((?i:bearer)\s+[A-Za-z0-9._~+/\-=]{8,})")
+MASK = "***"
+
+
+def redact_text(text: str) -> str:
+    return SECRET_TEXT.sub(MASK, text)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """Return `value` with secret-looking fields and substrings masked (recursively)."""
+    if key and SECRET_FIELD.search(key) and value not in (None, ""):
+        return MASK
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_text(record.msg)
+        if record.args:
+            record.args = tuple(redact(a) for a in record.args) if isinstance(record.args, tuple) else redact(record.args)
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD_ATTRS:
+                setattr(record, name, redact(value, name))
+        return True
+
+
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def pin_noisy_loggers() -> None:
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+logger = Logger(service=SERVICE)
+logger.addFilter(RedactingFilter())
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace="grantlink", service=SERVICE)
+pin_noisy_loggers()
