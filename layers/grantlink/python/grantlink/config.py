@@ -26,6 +26,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=1024, alias="GRANTLINK_MAX_BODY_BYTES")
     extra_providers: str = Field("", alias="GRANTLINK_EXTRA_PROVIDERS")
     local_demo: bool = Field(False, alias="GRANTLINK_LOCAL_DEMO")
+    demo_base_url: str = Field("", alias="GRANTLINK_DEMO_BASE_URL")
+    demo_oauth_url: str = Field("", alias="GRANTLINK_DEMO_OAUTH_URL")
 
     model_config = {"populate_by_name": True, "extra": "ignore"}
 
