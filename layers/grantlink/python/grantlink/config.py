@@ -19,7 +19,8 @@ class Settings(BaseModel):
     idempotency_table: str = Field("", alias="GRANTLINK_IDEMPOTENCY_TABLE")
     kms_key_id: str = Field("", alias="GRANTLINK_KMS_KEY_ID")
     cursor_secret_arn: str = Field("", alias="GRANTLINK_CURSOR_SECRET_ARN")
-    connect_base_url: str = Field(alias="GRANTLINK_CONNECT_BASE_URL")
+    connect_base_url: str = Field("", alias="GRANTLINK_CONNECT_BASE_URL")
+    aws_region: str = Field("us-east-1", alias="AWS_REGION")
     link_ttl_hours: int = Field(MAX_LINK_TTL_HOURS, ge=1, le=MAX_LINK_TTL_HOURS, alias="GRANTLINK_LINK_TTL_HOURS")
     link_retention_days: int = Field(30, ge=1, alias="GRANTLINK_LINK_RETENTION_DAYS")
     idempotency_ttl_seconds: int = Field(3600, ge=60, alias="GRANTLINK_IDEMPOTENCY_TTL_SECONDS")
@@ -31,14 +32,11 @@ class Settings(BaseModel):
 
     model_config = {"populate_by_name": True, "extra": "ignore"}
 
-    @property
-    def connect_base(self) -> str:
-        return self.connect_base_url.rstrip("/")
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    env = {k: v for k, v in os.environ.items() if k.startswith("GRANTLINK_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith("GRANTLINK_") or k == "AWS_REGION"}
     return Settings.model_validate(env)
 
 

@@ -1,0 +1,63 @@
+# grantlink — every command a developer or CI needs. `make run` and `make test` install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAM_VENV := .venv-sam
+PORT ?= 3000
+CODE := layers/grantlink/python/grantlink functions infra tests bench
+
+.PHONY: help install run test unit integration lint openapi tenant build deploy bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the pinned dependencies
+
+run: install ## start the embedded local stack on 127.0.0.1:$(PORT) (Ctrl-C stops it)
+	$(BIN)/python -m infra.local --port $(PORT)
+
+test: install lint ## everything CI runs: lint, then unit, template and integration tests
+	$(BIN)/python -m pytest
+
+unit: install ## only the fast tests (no local stack)
+	$(BIN)/python -m pytest tests/unit
+
+lint: install ## ruff, mypy and cfn-lint
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy
+	for f in functions/*/app.py; do $(BIN)/mypy --follow-imports=silent "$$f" || exit 1; done
+	$(BIN)/cfn-lint template.yaml
+
+openapi: install ## regenerate openapi.json from the resolvers
+	$(BIN)/python -m infra.openapi
+
+tenant: install ## create a tenant: make tenant NAME=acme [SCOPES=links:write,...] [STACK=<cloudformation stack>]
+	@test -n "$(NAME)" || { echo "usage: make tenant NAME=acme [SCOPES=...] [STACK=...]"; exit 2; }
+	@$(BIN)/python -m infra.scripts.tenant --name "$(NAME)" --scopes "$(SCOPES)" --stack "$(STACK)"
+
+$(SAM_VENV)/bin/sam:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli==1.170.0
+
+build: $(SAM_VENV)/bin/sam ## sam build (SAM CLI lives in its own virtual environment)
+	$(SAM_VENV)/bin/sam build
+
+deploy: build ## sam deploy --guided
+	$(SAM_VENV)/bin/sam deploy --guided
+
+bench: install ## run the benchmarks and write bench/RESULTS.md
+	$(BIN)/python -m bench
+
+clean: ## remove build output and caches (not .venv)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov test-artifacts

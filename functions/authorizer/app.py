@@ -1,0 +1,24 @@
+"""API Gateway Lambda authorizer (HTTP API, simple responses, cached by the Authorization header).
+
+It identifies; the API functions enforce. A known key passes its tenant id and scopes on; an unknown one
+passes an empty tenant id so the function answers 401 in the API's own JSON envelope (an HTTP API authorizer
+cannot choose its status code). API Gateway itself answers 401 when the header is missing altogether.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from grantlink import tenants
+from grantlink.observability import logger, metrics
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    caller = tenants.authenticate((event.get("headers") or {}).get("authorization"))
+    if caller is None:
+        logger.info("unknown api key")
+        return {"isAuthorized": True, "context": {"tenantId": "", "scopes": ""}}
+    logger.append_keys(tenant_id=caller.tenant_id)
+    return {"isAuthorized": True, "context": {"tenantId": caller.tenant_id, "scopes": " ".join(sorted(caller.scopes))}}

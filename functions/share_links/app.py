@@ -1,0 +1,95 @@
+"""Share links: the Albato-compatible `/credentials/grant-access-sharing` API."""
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.depends import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from grantlink import api, idempotency, links
+from grantlink.models import Caller, CreateLinkRequest, LinkStatus, ShareLinkEnvelope, ShareLinkListEnvelope
+from grantlink.observability import logger, metrics, tracer
+from grantlink.routes import LINKS
+
+app = api.build_resolver()
+Tenant = Annotated[Caller, Depends(api.current_caller)]
+Base = Annotated[str, Depends(api.connect_base)]
+LinkId = Annotated[str, Path(max_length=64)]
+ONE = api.success_response(200, ShareLinkEnvelope, "The share link.")
+
+
+@app.post(
+    LINKS,
+    summary="Create a share link",
+    responses=api.success_response(201, ShareLinkEnvelope, "Created; `token` and `link` are shown only now.")
+    | api.error_responses(400, 401, 403, 409, 413, 422, 503),
+)
+def create_link(
+    body: CreateLinkRequest,
+    caller: Tenant,
+    base: Base,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response[ShareLinkEnvelope]:
+    if idempotency.validate_key(idempotency_key) is None:
+        link, token = links.create_link(caller, body)
+        return api.ok(link.to_out(token, base), 201)
+    fresh: dict[str, str] = {}
+
+    def create_once() -> dict[str, Any]:
+        link, fresh["token"] = links.create_link(caller, body)
+        return link.to_out(None, base).model_dump(mode="json")
+
+    stored = idempotency.run_once(caller.tenant_id, "create_link", idempotency_key, body.model_dump(), create_once)
+    token = fresh.get("token")
+    data = {**stored, "token": token, "link": f"{base}/connect?id={stored['id']}&token={token}" if token else None}
+    return api.ok(data, 201, headers={"Idempotent-Replayed": "false" if token else "true"})
+
+
+@app.get(
+    LINKS,
+    summary="List share links, newest first",
+    responses=api.success_response(200, ShareLinkListEnvelope, "One page.") | api.error_responses(400, 401, 403, 503),
+)
+def list_links(
+    caller: Tenant,
+    base: Base,
+    perPage: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: Annotated[LinkStatus | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Response[ShareLinkListEnvelope]:
+    page, meta = links.list_links(caller, status, perPage, cursor)
+    return api.ok([link.to_out(None, base) for link in page], meta=meta)
+
+
+@app.get(LINKS + "/<id>", summary="Get a share link", responses=ONE | api.error_responses(401, 403, 404, 503))
+def get_link(id: LinkId, caller: Tenant, base: Base) -> Response[ShareLinkEnvelope]:
+    return api.ok(links.get_link(caller, id).to_out(None, base))
+
+
+@app.put(
+    LINKS + "/<id>",
+    summary="Regenerate a share link's token (status 0, new expiry, old token dead)",
+    responses=ONE | api.error_responses(401, 403, 404, 409, 503),
+)
+def regenerate_link(id: LinkId, caller: Tenant, base: Base) -> Response[ShareLinkEnvelope]:
+    link, token = links.regenerate_link(caller, id)
+    return api.ok(link.to_out(token, base))
+
+
+@app.delete(
+    LINKS + "/<id>",
+    summary="Revoke a share link (status 3, token dead)",
+    responses=ONE | api.error_responses(401, 403, 404, 409, 503),
+)
+def revoke_link(id: LinkId, caller: Tenant, base: Base) -> Response[ShareLinkEnvelope]:
+    return api.ok(links.revoke_link(caller, id).to_out(None, base))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency.register_context(context)
+    return api.handle(app, event, context)

@@ -1,0 +1,170 @@
+"""The embedded local stack: moto on 127.0.0.1, the template's resources, and the API served in-process.
+
+No Docker and no AWS account. `make run` starts it; tests start it as a subprocess on free ports and
+stop it by process id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+
+from infra.local import resources, template
+from infra.local.gateway import Gateway, Reply, Request, check_every_function_is_declared, load_handler
+
+LOCAL = "127.0.0.1"
+# Local-only endpoints beside the API: path -> handler(request) -> Reply
+Extra = Callable[[Request], Reply]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCAL, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalStack:
+    port: int = 3000
+    aws_port: int = 0
+    stack_name: str = "grantlink-local"
+    env: dict[str, str] = field(default_factory=dict)
+    api_key: str = ""
+    tenant_id: str = ""
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.aws_port = self.aws_port or free_port()
+        self._moto = ThreadedMotoServer(ip_address=LOCAL, port=self.aws_port, verbose=False)
+        self._moto.start()
+        self._server = ThreadingHTTPServer((LOCAL, self.port), _handler_class(self))
+        self.port = int(self._server.server_address[1])
+        self._configure_environment()
+        tpl = template.load()
+        session = boto3.session.Session()
+        resolver = resources.provision(tpl, lambda s: session.client(s), self.stack_name)
+        self.env.update(resources.function_environment(tpl, resolver))
+        self.env.update(self._local_overrides())
+        os.environ.update(self.env)
+        self.gateway = _gateway(tpl, resolver)
+        self.extras = _extras()
+        self._seed_demo_tenant()
+        threading.Thread(target=self._server.serve_forever, name="api", daemon=True).start()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{LOCAL}:{self.port}"
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://{LOCAL}:{self.aws_port}"
+
+    def _configure_environment(self) -> None:
+        os.environ.update(
+            AWS_ENDPOINT_URL=self.aws_endpoint,
+            AWS_ACCESS_KEY_ID="local",
+            AWS_SECRET_ACCESS_KEY="local",  # noqa: S105 - moto accepts anything
+            AWS_REGION=resources.REGION,
+            AWS_DEFAULT_REGION=resources.REGION,
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+
+    def _local_overrides(self) -> dict[str, str]:
+        return {
+            "GRANTLINK_CONNECT_BASE_URL": self.api_url,
+            "GRANTLINK_LOCAL_DEMO": "true",
+            "GRANTLINK_DEMO_BASE_URL": self.api_url,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+
+    def _seed_demo_tenant(self) -> None:
+        from grantlink import config, tenants
+
+        config.reset()
+        self.tenant_id, self.api_key = tenants.create_tenant("demo")
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "apiUrl": self.api_url,
+            "awsEndpoint": self.aws_endpoint,
+            "apiKey": self.api_key,
+            "tenantId": self.tenant_id,
+            "table": self.env.get("GRANTLINK_TABLE"),
+        }
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._moto.stop()
+
+
+def _gateway(tpl: dict[str, Any], resolver: template.Resolver) -> Gateway:
+    specs = template.functions(tpl)
+    check_every_function_is_declared(specs)
+    handlers = {s.logical_id: load_handler(s) for s in specs}
+    authorizer = template.authorizer(tpl)
+    cache = int(resolver.resolve(authorizer[1].get("ReauthorizeEvery", 300)))
+    return Gateway(template.http_routes(tpl), handlers, {s.logical_id: s for s in specs}, authorizer, cache)
+
+
+def _extras() -> dict[str, Extra]:
+    from infra.local import extras
+
+    return extras.endpoints()
+
+
+def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "grantlink-local"
+
+        def _serve(self) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("content-length") or 0)
+            request = Request(
+                method=self.command,
+                path=url.path,
+                query=url.query,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=self.rfile.read(length) if length else b"",
+                source_ip=self.client_address[0],
+            )
+            extra = stack.extras.get(url.path)
+            reply = extra(request) if extra else stack.gateway.handle(request)
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                if name != "content-length":
+                    self.send_header(name, value)
+            for cookie in reply.cookies:
+                self.send_header("set-cookie", cookie)
+            self.send_header("content-length", str(len(reply.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(reply.body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            print(json.dumps({"level": "INFO", "local": "access", "line": format % args}), flush=True)
+
+    return Handler
+
+
+def write_state(stack: LocalStack, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stack.state(), indent=2) + "\n")
+    path.chmod(0o600)

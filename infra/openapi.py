@@ -1,0 +1,71 @@
+"""The OpenAPI document, generated from the functions' Powertools resolvers (never written by hand).
+
+`make openapi` writes it to openapi.json; a test fails when the committed copy is stale; the local stack
+serves it at /openapi.json with Swagger UI at /docs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
+from infra.local import template
+from infra.local.gateway import load_module
+
+OUTPUT = template.ROOT / "openapi.json"
+DESCRIPTION = (
+    "Collect customers' app credentials through one-time connection links, keep them encrypted under KMS, "
+    "test them and keep OAuth tokens fresh. Management routes take `Authorization: Bearer <tenant API key>`."
+)
+
+
+def document() -> dict[str, Any]:
+    merge = OpenAPIMerge(
+        title="grantlink",
+        version="0.1.0",
+        description=DESCRIPTION,
+        security_schemes={"tenantKey": HTTPBearer(description="A tenant API key: glk_…")},
+        security=[{"tenantKey": []}],
+        on_conflict="error",
+    )
+    tpl = template.load()
+    for spec in template.functions(tpl):
+        module = load_module(spec)
+        if hasattr(module, "app"):
+            merge.add_schema(module.app.get_openapi_schema())
+    doc = json.loads(merge.get_openapi_json_schema())
+    _mark_public_routes(doc, tpl)
+    return doc
+
+
+def _mark_public_routes(doc: dict[str, Any], tpl: dict[str, Any]) -> None:
+    """Routes without the authorizer say so (`security: []`); the rest inherit the global requirement."""
+    for route in template.http_routes(tpl):
+        operation = doc.get("paths", {}).get(route.path, {}).get(route.method.lower())
+        if operation is not None and not route.authorized:
+            operation["security"] = []
+
+
+def render() -> str:
+    return json.dumps(document(), indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not OUTPUT.exists() or OUTPUT.read_text() != text:
+            print("openapi.json is stale: run `make openapi`", file=sys.stderr)
+            return 1
+        return 0
+    Path(OUTPUT).write_text(text)
+    print(f"wrote {OUTPUT.relative_to(template.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,71 @@
+"""`make tenant NAME=acme [SCOPES=links:write,credentials:read] [STACK=grantlink]`: create a tenant and
+print its API key once.
+
+Without STACK it talks to the running local stack (found through .local/stack.json, written by `make run`);
+with STACK it finds the table in that CloudFormation stack's outputs and uses the usual AWS credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+STATE = Path(".local/stack.json")
+
+
+def _use_local_stack() -> None:
+    if not STATE.exists():
+        raise SystemExit("No local stack is running (no .local/stack.json): start one with `make run`, or pass STACK=…")
+    state = json.loads(STATE.read_text())
+    try:
+        urllib.request.urlopen(f"{state['apiUrl']}/_local/health", timeout=3).read()  # noqa: S310 - loopback
+    except OSError as exc:
+        raise SystemExit(f"The local stack at {state['apiUrl']} does not answer: start it with `make run`.") from exc
+    os.environ.update(
+        AWS_ENDPOINT_URL=state["awsEndpoint"],
+        AWS_ACCESS_KEY_ID="local",
+        AWS_SECRET_ACCESS_KEY="local",  # noqa: S105 - moto accepts anything
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        GRANTLINK_TABLE=state["table"],
+    )
+
+
+def _use_stack(name: str) -> None:
+    import boto3
+
+    stacks = boto3.client("cloudformation").describe_stacks(StackName=name)["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    if "TableName" not in outputs:
+        raise SystemExit(f"Stack {name} has no TableName output: is it a grantlink stack?")
+    os.environ["GRANTLINK_TABLE"] = outputs["TableName"]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--scopes", default="")
+    parser.add_argument("--stack", default="")
+    args = parser.parse_args(argv)
+    if args.stack:
+        _use_stack(args.stack)
+    else:
+        _use_local_stack()
+    from grantlink import errors, tenants
+
+    try:
+        tenant_id, key = tenants.create_tenant(args.name, tenants.parse_scopes(args.scopes))
+    except errors.GrantlinkError as exc:
+        raise SystemExit(f"error: {exc.message}") from exc
+    print(f"Tenant:  {tenant_id}")
+    print(f"API key: {key}")
+    print("(shown once: only its SHA-256 is stored)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,135 @@
+"""Share links: the Albato-compatible one-time connection links (use cases).
+
+Tokens are 256-bit values from `secrets`; only their SHA-256 is stored and comparisons are constant-time.
+Validity is enforced here, from `expiresAt`, never by TTL (DynamoDB deletes expired items days late).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+from dataclasses import replace
+from datetime import timedelta
+
+from grantlink import clock, errors, pagination, providers
+from grantlink.config import settings
+from grantlink.models import Caller, CreateLinkRequest, LinkStatus, ListMeta, ShareLink
+from grantlink.store import ConditionFailed, Store
+from grantlink.store import default as default_store
+
+LINK_ID_PREFIX = "lnk_"
+TOKEN_BYTES = 32
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh link token and its hash. Only the hash is ever stored."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(token: str, token_hash: str) -> bool:
+    return bool(token_hash) and hmac.compare_digest(hash_token(token), token_hash)
+
+
+def new_link_id() -> str:
+    return LINK_ID_PREFIX + secrets.token_hex(10)
+
+
+def _lifetime(requested_hours: int | None) -> timedelta:
+    ceiling = settings().link_ttl_hours
+    return timedelta(hours=min(requested_hours or ceiling, ceiling))
+
+
+def _cleanup_ttl(link: ShareLink) -> int:
+    return int((link.expires_at + timedelta(days=settings().link_retention_days)).timestamp())
+
+
+def create_link(caller: Caller, request: CreateLinkRequest, store: Store | None = None) -> tuple[ShareLink, str]:
+    """Create a waiting link for `request.partnerId`; returns the link and its raw token (shown once)."""
+    if providers.find(request.partnerId) is None:
+        raise errors.UnprocessableEntity(f"Unknown partner {request.partnerId}.", code="unknown_partner")
+    token, token_hash = new_token()
+    created = clock.now().replace(microsecond=0)
+    link = ShareLink(
+        id=new_link_id(),
+        tenant_id=caller.tenant_id,
+        partner_id=request.partnerId,
+        title=request.title,
+        status=LinkStatus.WAITING,
+        token_hash=token_hash,
+        created_at=created,
+        expires_at=created + _lifetime(request.expiresInHours),
+    )
+    (store or default_store()).put_new_link(link, _cleanup_ttl(link))
+    return link, token
+
+
+def get_link(caller: Caller, link_id: str, store: Store | None = None) -> ShareLink:
+    """The caller's link, or NotFound — also for another tenant's link (never 403: ids are not confirmed)."""
+    link = (store or default_store()).get_link(link_id) if link_id.startswith(LINK_ID_PREFIX) else None
+    if link is None or link.tenant_id != caller.tenant_id:
+        raise errors.NotFound("No such share link.", code="link_not_found")
+    return link
+
+
+def regenerate_link(caller: Caller, link_id: str, store: Store | None = None) -> tuple[ShareLink, str]:
+    """PUT: a new token, status 0 and a fresh full lifetime; the old token is dead at once."""
+    store = store or default_store()
+    before = get_link(caller, link_id, store)
+    if before.status == LinkStatus.REVOKED:
+        raise errors.Conflict("This link was revoked; create a new one.", code="link_revoked")
+    token, token_hash = new_token()
+    now = clock.now().replace(microsecond=0)
+    after = replace(
+        before,
+        status=LinkStatus.WAITING,
+        token_hash=token_hash,
+        expires_at=now + _lifetime(None),
+        credential_id=before.bound_credential_id,
+        version=before.version + 1,
+    )
+    _write(store, before, after, _cleanup_ttl(after))
+    return after, token
+
+
+def revoke_link(caller: Caller, link_id: str, store: Store | None = None) -> ShareLink:
+    """DELETE: status 3 and the token hash erased, so no token can ever match again. Repeating it is harmless."""
+    store = store or default_store()
+    before = get_link(caller, link_id, store)
+    if before.status == LinkStatus.REVOKED:
+        return before
+    after = replace(before, status=LinkStatus.REVOKED, token_hash="", version=before.version + 1)
+    _write(store, before, after, _cleanup_ttl(after))
+    return after
+
+
+def _write(store: Store, before: ShareLink, after: ShareLink, ttl: int | None) -> None:
+    try:
+        store.replace_link_state(before, after, ttl)
+    except ConditionFailed as exc:
+        raise errors.Conflict("The link changed at the same time; try again.", code="concurrent_update") from exc
+
+
+def list_links(
+    caller: Caller, status: LinkStatus | None, per_page: int, cursor: str | None, store: Store | None = None
+) -> tuple[list[ShareLink], ListMeta]:
+    """One page, newest first: one Query for the page plus one read of the tenant's counters."""
+    store = store or default_store()
+    scope = f"{caller.tenant_id}|SHARE|{'' if status is None else int(status)}|{per_page}"
+    start, page = pagination.decode(cursor, scope)
+    links, last = store.list_links(caller.tenant_id, status, per_page, start)
+    counters = store.stats(caller.tenant_id, "SHARE")
+    total = counters.get("total" if status is None else f"s{int(status)}", 0)
+    meta = ListMeta(
+        page=page,
+        totalPages=max(1, math.ceil(total / per_page)),
+        totalItemsCount=total,
+        nextCursor=pagination.encode(last, page, scope) if links else None,
+    )
+    return links, meta

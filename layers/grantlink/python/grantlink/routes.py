@@ -1,0 +1,37 @@
+"""Every HTTP route, its function and the scope it needs: the one place to read who may call what.
+
+template.yaml declares the same routes for API Gateway; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    function: str
+    scope: str | None  # None on a management route: any valid key may call it
+    public: bool = False  # public routes have no authorizer (the connect page, OAuth callback)
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+LINKS = "/credentials/grant-access-sharing"
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", LINKS, "share_links", "links:write"),
+    Route("GET", LINKS, "share_links", "links:write"),
+    Route("GET", LINKS + "/{id}", "share_links", "links:write"),
+    Route("PUT", LINKS + "/{id}", "share_links", "links:write"),
+    Route("DELETE", LINKS + "/{id}", "share_links", "links:write"),
+)
+
+# Anything API Gateway cannot match goes to `$default`, answered by this function with a 404 or 405 envelope.
+DEFAULT_ROUTE = Route("ANY", "$default", "share_links", None, public=True)
+
+BY_KEY = {r.key: r for r in ROUTES} | {"$default": DEFAULT_ROUTE}

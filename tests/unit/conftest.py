@@ -1,0 +1,80 @@
+"""Unit-test fixtures: moto (mock_aws) with the tables, key and secret that template.yaml declares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from infra.local import resources, template
+from tests.helpers import START, FrozenClock
+
+CONNECT = "https://connect.example.test"
+
+
+def _reset_caches() -> None:
+    from grantlink import aws, config, idempotency, pagination, providers, store
+
+    config.reset()
+    aws.reset()
+    pagination.reset()
+    idempotency.reset()
+    providers.reset()
+    store._default = None
+    try:
+        from grantlink import crypto
+
+        crypto.reset()
+    except ImportError:  # pragma: no cover - crypto arrives with its own work
+        pass
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """moto with the template's resources; the environment every function gets. mock_aws does not intercept
+    when AWS_ENDPOINT_URL is set, so it is removed here."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", resources.REGION)
+    monkeypatch.setenv("AWS_REGION", resources.REGION)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    with mock_aws():
+        tpl = template.load()
+        resolver = resources.provision(tpl, lambda s: boto3.client(s, region_name=resources.REGION), "unit")
+        env = resources.function_environment(tpl, resolver)
+        env.update(GRANTLINK_CONNECT_BASE_URL=CONNECT, GRANTLINK_LOCAL_DEMO="true")
+        env.update(GRANTLINK_DEMO_BASE_URL="http://127.0.0.1:9", GRANTLINK_DEMO_OAUTH_URL="http://127.0.0.1:9/oauth")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        _reset_caches()
+        yield {"env": env, "resolver": resolver}
+    _reset_caches()
+
+
+@pytest.fixture
+def dynamodb(aws_env: dict[str, Any]) -> Any:
+    return boto3.client("dynamodb", region_name=resources.REGION)
+
+
+@pytest.fixture
+def table_items(dynamodb: Any, aws_env: dict[str, Any]) -> Any:
+    """A function returning every item in the main table (a Scan: tests only)."""
+
+    def scan() -> list[dict[str, Any]]:
+        pages = dynamodb.get_paginator("scan").paginate(TableName=aws_env["env"]["GRANTLINK_TABLE"])
+        return [item for page in pages for item in page["Items"]]
+
+    return scan
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    frozen = FrozenClock(START)
+    monkeypatch.setattr("grantlink.clock.now", frozen)
+    return frozen

@@ -1,0 +1,235 @@
+"""Share-link use cases (grantlink.links) against moto: lifecycle, tokens, expiry, tenancy, listing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from grantlink import errors, links
+from grantlink.models import Caller, CreateLinkRequest, LinkStatus
+from tests.helpers import FrozenClock
+
+A = Caller("tnt_a", frozenset({"links:write"}))
+B = Caller("tnt_b", frozenset({"links:write"}))
+DEMO_PARTNER = 9001
+
+
+def create(caller: Caller = A, **fields: Any) -> tuple[links.ShareLink, str]:
+    request = CreateLinkRequest(**{"partnerId": DEMO_PARTNER, "title": "CRM for ACME", **fields})
+    return links.create_link(caller, request)
+
+
+def test_create_returns_a_waiting_link_with_a_fresh_token(aws_env: Any, clock: FrozenClock) -> None:
+    """Given a tenant, when it creates a link, then the link waits, expires in 48 h and carries a new token."""
+    link, token = create()
+    assert link.status == LinkStatus.WAITING
+    assert link.expires_at - link.created_at == links.timedelta(hours=48)
+    assert links.token_matches(token, link.token_hash)
+    out = link.to_out(token, "https://connect.example.test")
+    assert out.link == f"https://connect.example.test/connect?id={link.id}&token={token}"
+    assert out.credentialId is None and out.expired is False
+
+
+def test_t1_tokens_are_256_bit_and_unique() -> None:
+    """T1: 10^5 tokens from `secrets` are unique and carry 256 bits (43 URL-safe characters)."""
+    tokens = {links.new_token()[0] for _ in range(100_000)}
+    assert len(tokens) == 100_000
+    assert {len(t) for t in tokens} == {43}
+
+
+def test_t2_only_the_hash_of_the_token_is_stored(aws_env: Any, table_items: Any) -> None:
+    """T2: the stored item holds SHA-256(token), never the token itself."""
+    link, token = create()
+    dump = json.dumps(table_items())
+    assert token not in dump
+    assert hashlib.sha256(token.encode()).hexdigest() in dump
+
+
+def test_t3_token_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """T3: tokens are compared with hmac.compare_digest, whatever the input."""
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(links.hmac, "compare_digest", lambda a, b: seen.append((a, b)) or a == b)
+    token, token_hash = links.new_token()
+    assert links.token_matches(token, token_hash)
+    assert not links.token_matches("x" * 43, token_hash)
+    assert len(seen) == 2
+    assert not links.token_matches(token, "")  # a revoked link's erased hash matches nothing
+
+
+def test_a_shorter_lifetime_may_be_asked_for(aws_env: Any, clock: FrozenClock) -> None:
+    """Given expiresInHours=2, the link expires two hours after creation."""
+    link, _ = create(expiresInHours=2)
+    assert link.expires_at - link.created_at == links.timedelta(hours=2)
+
+
+def test_lifetime_can_be_configured_down_but_never_past_48h(
+    aws_env: Any, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GRANTLINK_LINK_TTL_HOURS lowers the ceiling; a request for more gets the ceiling."""
+    from grantlink import config
+
+    monkeypatch.setenv("GRANTLINK_LINK_TTL_HOURS", "12")
+    config.reset()
+    link, _ = create(expiresInHours=40)
+    assert link.expires_at - link.created_at == links.timedelta(hours=12)
+    monkeypatch.setenv("GRANTLINK_LINK_TTL_HOURS", "49")
+    config.reset()
+    with pytest.raises(ValueError):
+        config.settings()
+
+
+def test_t5_the_48_hour_limit_is_enforced_by_the_application(aws_env: Any, clock: FrozenClock) -> None:
+    """T5: at 47:59 the link is usable, at 48:00 it is expired (the item is still stored: TTL is only cleanup)."""
+    link, _ = create()
+    clock.advance(hours=47, minutes=59)
+    assert links.get_link(A, link.id).is_expired() is False
+    clock.advance(minutes=1)
+    stored = links.get_link(A, link.id)
+    assert stored.is_expired() is True
+    assert stored.to_out(None, "https://x").expired is True
+
+
+def test_d2_an_expired_item_still_in_the_table_reads_as_expired(
+    aws_env: Any, clock: FrozenClock, table_items: Any
+) -> None:
+    """D2: moto never deletes TTL-expired items; a link far past its ttl is still reported as expired."""
+    link, _ = create()
+    clock.advance(days=60)
+    ttl = int(next(i for i in table_items() if i["pk"]["S"] == f"SHARE#{link.id}")["ttl"]["N"])
+    assert ttl < clock().timestamp()
+    assert links.get_link(A, link.id).to_out(None, "https://x").expired is True
+
+
+def test_unknown_partner_is_refused(aws_env: Any, table_items: Any) -> None:
+    """A link for a partner not in the catalogue is a 422 and writes nothing."""
+    with pytest.raises(errors.UnprocessableEntity) as raised:
+        create(partnerId=424242)
+    assert raised.value.code == "unknown_partner"
+    assert table_items() == []
+
+
+def test_regenerate_issues_a_new_token_and_kills_the_old(aws_env: Any, clock: FrozenClock) -> None:
+    """PUT: new token, status 0, a full new lifetime; the old token no longer matches."""
+    link, old = create()
+    clock.advance(hours=30)
+    after, new = links.regenerate_link(A, link.id)
+    assert new != old
+    assert after.status == LinkStatus.WAITING
+    assert after.expires_at == clock().replace(microsecond=0) + links.timedelta(hours=48)
+    stored = links.get_link(A, link.id)
+    assert links.token_matches(new, stored.token_hash)
+    assert not links.token_matches(old, stored.token_hash)
+
+
+def test_revoke_sets_status_3_and_kills_the_token(aws_env: Any) -> None:
+    """DELETE: status 3; the stored hash is erased so no token matches; repeating it is harmless."""
+    link, token = create()
+    revoked = links.revoke_link(A, link.id)
+    assert revoked.status == LinkStatus.REVOKED
+    assert not links.token_matches(token, links.get_link(A, link.id).token_hash)
+    assert links.revoke_link(A, link.id).status == LinkStatus.REVOKED
+
+
+def test_a_revoked_link_cannot_be_regenerated(aws_env: Any) -> None:
+    link, _ = create()
+    links.revoke_link(A, link.id)
+    with pytest.raises(errors.Conflict) as raised:
+        links.regenerate_link(A, link.id)
+    assert raised.value.code == "link_revoked"
+
+
+@pytest.mark.parametrize("operation", ["get", "regenerate", "revoke"])
+def test_m1_another_tenants_link_is_not_found(aws_env: Any, operation: str) -> None:
+    """M1: tenant B gets 404 (not 403) on A's link, and A's link is unchanged."""
+    link, token = create(A)
+    call = {"get": links.get_link, "regenerate": links.regenerate_link, "revoke": links.revoke_link}[operation]
+    with pytest.raises(errors.NotFound):
+        call(B, link.id)
+    assert links.token_matches(token, links.get_link(A, link.id).token_hash)
+
+
+def test_m1_listing_shows_only_the_callers_links(aws_env: Any) -> None:
+    mine = {create(A)[0].id for _ in range(3)}
+    create(B)
+    page, meta = links.list_links(A, None, 20, None)
+    assert {link.id for link in page} == mine
+    assert meta.totalItemsCount == 3
+
+
+def test_list_pages_newest_first_with_totals_and_cursor(aws_env: Any, clock: FrozenClock) -> None:
+    """Seven links, three per page: pages 1..3, newest first, totals from the counters, no repeats."""
+    created = []
+    for _ in range(7):
+        created.append(create()[0].id)
+        clock.advance(seconds=1)
+    seen, cursor, pages = [], None, []
+    while True:
+        page, meta = links.list_links(A, None, 3, cursor)
+        seen += [link.id for link in page]
+        pages.append(meta.page)
+        assert (meta.totalItemsCount, meta.totalPages) == (7, 3)
+        cursor = meta.nextCursor
+        if not cursor:
+            break
+    assert seen == list(reversed(created))
+    assert pages[:3] == [1, 2, 3]
+
+
+def test_list_filters_by_status_with_its_own_totals(aws_env: Any) -> None:
+    keep, _ = create()
+    gone, _ = create()
+    links.revoke_link(A, gone.id)
+    waiting, meta = links.list_links(A, LinkStatus.WAITING, 20, None)
+    assert [link.id for link in waiting] == [keep.id] and meta.totalItemsCount == 1
+    revoked, meta = links.list_links(A, LinkStatus.REVOKED, 20, None)
+    assert [link.id for link in revoked] == [gone.id] and meta.totalItemsCount == 1
+
+
+def test_a_page_costs_one_query_not_a_scan(aws_env: Any) -> None:
+    """Listing reads O(perPage) items through the tenant index: one Query, one counters read, no Scan."""
+    import boto3
+
+    for _ in range(5):
+        create()
+    calls: list[str] = []
+    client = boto3.client("dynamodb")
+    client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    page, _ = links.list_links(A, None, 2, None, store=links.Store(client))
+    assert len(page) == 2
+    assert sorted(calls) == ["GetItem", "Query"]
+
+
+@pytest.mark.parametrize("mutate", ["flip", "other_tenant", "other_filter", "garbage"])
+def test_a_tampered_or_foreign_cursor_is_refused(aws_env: Any, mutate: str) -> None:
+    for _ in range(3):
+        create(A)
+        create(B)
+    _, meta = links.list_links(A, None, 1, None)
+    cursor = meta.nextCursor
+    assert cursor
+    with pytest.raises(errors.BadRequest) as raised:
+        if mutate == "flip":
+            links.list_links(A, None, 1, ("A" if cursor[3] != "A" else "B").join([cursor[:3], cursor[4:]]))
+        elif mutate == "other_tenant":
+            links.list_links(B, None, 1, cursor)
+        elif mutate == "other_filter":
+            links.list_links(A, LinkStatus.WAITING, 1, cursor)
+        else:
+            links.list_links(A, None, 1, "not-a-cursor")
+    assert raised.value.code == "invalid_cursor"
+
+
+def test_concurrent_changes_do_not_overwrite_each_other(aws_env: Any) -> None:
+    """A PUT computed from a stale read loses cleanly (409) instead of resurrecting a revoked link."""
+    from grantlink.store import default
+
+    link, _ = create()
+    stale = links.get_link(A, link.id)
+    links.revoke_link(A, link.id)
+    fresh_state = links.replace(stale, status=LinkStatus.WAITING, version=stale.version + 1)
+    with pytest.raises(errors.Conflict):
+        links._write(default(), stale, fresh_state, None)
+    assert links.get_link(A, link.id).status == LinkStatus.REVOKED

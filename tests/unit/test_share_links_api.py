@@ -1,0 +1,208 @@
+"""The share_links function end to end through its handler (API Gateway v2 events from tests/events)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.helpers import event, invoke
+from tests.unit.conftest import CONNECT
+
+FN = "share_links"
+VALID = {"partnerId": 9001, "title": "CRM for ACME"}
+
+
+def create(body: Any = VALID, **changes: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    changes.setdefault("tenant", "tnt_a")
+    return invoke(FN, event("create_link", body=body, **changes))
+
+
+def test_create_answers_201_in_the_albato_envelope(aws_env: Any) -> None:
+    status, body, headers = create()
+    assert status == 201 and body["success"] is True
+    data = body["data"]
+    assert set(data) == {
+        "id", "partnerId", "token", "status", "credentialId", "title", "dateCreated", "expiresAt", "expired", "link"
+    }  # fmt: skip
+    assert (data["status"], data["partnerId"], data["credentialId"], data["expired"]) == (0, 9001, None, False)
+    assert data["link"] == f"{CONNECT}/connect?id={data['id']}&token={data['token']}"
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_the_token_is_shown_on_create_and_put_only(aws_env: Any) -> None:
+    _, created, _ = create()
+    link_id = created["data"]["id"]
+    for name in ("get_link", "revoke_link"):
+        status, body, _ = invoke(FN, event(name, tenant="tnt_a", path_id=link_id))
+        assert status == 200 and body["data"]["token"] is None and body["data"]["link"] is None
+    _, listed, _ = invoke(FN, event("list_links", tenant="tnt_a"))
+    assert [d["token"] for d in listed["data"]] == [None]
+
+
+def test_put_regenerates_and_returns_the_new_token(aws_env: Any) -> None:
+    _, created, _ = create()
+    status, body, _ = invoke(FN, event("regenerate_link", tenant="tnt_a", path_id=created["data"]["id"]))
+    assert status == 200
+    assert body["data"]["token"] and body["data"]["token"] != created["data"]["token"]
+    assert body["data"]["status"] == 0
+
+
+def test_delete_revokes_with_status_3(aws_env: Any) -> None:
+    _, created, _ = create()
+    status, body, _ = invoke(FN, event("revoke_link", tenant="tnt_a", path_id=created["data"]["id"]))
+    assert (status, body["data"]["status"]) == (200, 3)
+    status, body, _ = invoke(FN, event("regenerate_link", tenant="tnt_a", path_id=created["data"]["id"]))
+    assert (status, body["error"]["code"]) == (409, "link_revoked")
+
+
+def test_t6_a_forged_host_header_does_not_change_the_link(aws_env: Any) -> None:
+    """T6: links come from GRANTLINK_CONNECT_BASE_URL, whatever Host and X-Forwarded-Host say."""
+    _, body, _ = create(headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
+    assert body["data"]["link"].startswith(f"{CONNECT}/connect?")
+
+
+def test_t6_without_a_configured_base_the_api_id_is_used_not_the_host(
+    aws_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """T6: with no base configured, the link uses the API id API Gateway stamps on the event."""
+    from grantlink import config
+
+    monkeypatch.setenv("GRANTLINK_CONNECT_BASE_URL", "")
+    config.reset()
+    _, body, _ = create(headers={"Host": "evil.example"})
+    assert body["data"]["link"].startswith("https://local.execute-api.us-east-1.amazonaws.com/connect?id=")
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code"),
+    [
+        ({"tenant": None}, 401, "unauthorized"),
+        ({"tenant": ""}, 401, "unauthorized"),
+        ({"tenant": "tnt_a", "scopes": "credentials:read"}, 403, "forbidden"),
+    ],
+)
+def test_authentication_comes_before_validation(aws_env: Any, changes: dict, status: int, code: str) -> None:
+    """No key → 401, a key without links:write → 403: even for a body that would also be invalid."""
+    got, body, _ = invoke(FN, event("create_link", body="{not json", **changes))
+    assert (got, body["success"], body["error"]["code"]) == (status, False, code)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ("{not json", "malformed_json", None),
+        ("[]", "validation_error", "body"),
+        ({"partnerId": "nine", "title": "x"}, "validation_error", "partnerId"),
+        ({"partnerId": 0, "title": "x"}, "validation_error", "partnerId"),
+        ({"partnerId": -5, "title": "x"}, "validation_error", "partnerId"),
+        ({"title": "x"}, "validation_error", "partnerId"),
+        ({"partnerId": 9001}, "validation_error", "title"),
+        ({"partnerId": 9001, "title": "x" * 201}, "validation_error", "title"),
+        ({"partnerId": 9001, "title": "   "}, "validation_error", "title"),
+        ({"partnerId": 9001, "title": "bad\u0000title"}, "validation_error", "title"),
+        ({"partnerId": 9001, "title": "x", "expiresInHours": 49}, "validation_error", "expiresInHours"),
+        ({"partnerId": 9001, "title": "x", "expiresInHours": 0}, "validation_error", "expiresInHours"),
+        ({"partnerId": 9001, "title": "x", "surprise": 1}, "validation_error", "surprise"),
+    ],
+)
+def test_m3_bad_input_is_a_400_json_error_and_changes_nothing(
+    aws_env: Any, table_items: Any, body: Any, code: str, field: str | None
+) -> None:
+    status, answer, _ = create(body)
+    assert (status, answer["success"], answer["error"]["code"]) == (400, False, code)
+    if field:
+        assert field in [d["field"] for d in answer["error"]["details"]]
+    assert table_items() == []
+
+
+def test_m3_unknown_partner_is_a_422(aws_env: Any, table_items: Any) -> None:
+    status, answer, _ = create({"partnerId": 424242, "title": "x"})
+    assert (status, answer["error"]["code"]) == (422, "unknown_partner")
+    assert table_items() == []
+
+
+def test_m3_a_body_over_64_kib_is_a_413(aws_env: Any, table_items: Any) -> None:
+    status, answer, _ = create({"partnerId": 9001, "title": "x", "pad": "y" * 70_000})
+    assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+    status, answer, _ = create("x" * (1024 * 1024))
+    assert status == 413
+    assert table_items() == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({"perPage": 0}, "perPage"), ({"perPage": 101}, "perPage"), ({"status": 7}, "status"), ({"perPage": "x"}, "perPage")],
+)
+def test_m3_bad_list_parameters_are_400(aws_env: Any, query: dict, field: str) -> None:
+    status, answer, _ = invoke(FN, event("list_links", tenant="tnt_a", query=query))
+    assert status == 400 and field in [d["field"] for d in answer["error"]["details"]]
+
+
+def test_unknown_ids_are_404(aws_env: Any) -> None:
+    for link_id in ("lnk_00000000000000000000", "nonsense", "x" * 64):
+        status, answer, _ = invoke(FN, event("get_link", tenant="tnt_a", path_id=link_id))
+        assert (status, answer["error"]["code"]) == (404, "link_not_found")
+
+
+def test_unknown_routes_and_methods_get_the_envelope(aws_env: Any) -> None:
+    """$default: an unknown path is a 404, a known path with another method a 405 with Allow."""
+    unknown = event("list_links", tenant=None)
+    unknown.update(routeKey="$default", rawPath="/nowhere")
+    unknown["requestContext"].update(routeKey="$default", http={**unknown["requestContext"]["http"], "path": "/nowhere"})
+    status, answer, _ = invoke(FN, unknown)
+    assert (status, answer["error"]["code"]) == (404, "route_not_found")
+    wrong = event("list_links", tenant=None)
+    wrong["routeKey"] = wrong["requestContext"]["routeKey"] = "$default"
+    wrong["requestContext"]["http"]["method"] = "PATCH"
+    status, answer, headers = invoke(FN, wrong)
+    assert (status, answer["error"]["code"]) == (405, "method_not_allowed")
+    assert headers["Allow"] == "GET, POST"
+
+
+def test_idempotency_key_replays_the_first_result_without_the_token(aws_env: Any) -> None:
+    """The same Idempotency-Key twice → one link; the replay says so and carries no token (it was shown once)."""
+    key = {"Idempotency-Key": "order-42"}
+    s1, first, h1 = create(headers=key)
+    s2, second, h2 = create(headers=key)
+    assert (s1, s2) == (201, 201)
+    assert first["data"]["id"] == second["data"]["id"]
+    assert first["data"]["token"] and second["data"]["token"] is None
+    assert (h1["Idempotent-Replayed"], h2["Idempotent-Replayed"]) == ("false", "true")
+    _, listed, _ = invoke(FN, event("list_links", tenant="tnt_a"))
+    assert len(listed["data"]) == 1
+
+
+def test_d4_idempotency_keys_are_scoped_to_the_tenant(aws_env: Any) -> None:
+    """D4: the same key from two tenants makes two links."""
+    key = {"Idempotency-Key": "same-key"}
+    _, a, _ = create(headers=key, tenant="tnt_a")
+    _, b, _ = create(headers=key, tenant="tnt_b")
+    assert a["data"]["id"] != b["data"]["id"]
+    assert a["data"]["token"] and b["data"]["token"]
+
+
+def test_idempotency_key_with_another_body_is_a_422(aws_env: Any) -> None:
+    create(headers={"Idempotency-Key": "k1"})
+    status, answer, _ = create({"partnerId": 9001, "title": "other"}, headers={"Idempotency-Key": "k1"})
+    assert (status, answer["error"]["code"]) == (422, "idempotency_key_reused")
+
+
+def test_invalid_idempotency_key_is_a_400(aws_env: Any, table_items: Any) -> None:
+    status, answer, _ = create(headers={"Idempotency-Key": "x" * 300})
+    assert (status, answer["error"]["code"]) == (400, "invalid_idempotency_key")
+    assert table_items() == []
+
+
+def test_d5_idempotency_records_hold_no_secret(aws_env: Any) -> None:
+    """D5: the stored idempotency record has the link id but neither the token nor its hash."""
+    _, created, _ = create(headers={"Idempotency-Key": "inspect-me"})
+    records = boto3.client("dynamodb").scan(TableName=aws_env["env"]["GRANTLINK_IDEMPOTENCY_TABLE"])["Items"]
+    dump = json.dumps(records)
+    assert len(records) == 1 and created["data"]["id"] in dump
+    assert created["data"]["token"] not in dump
+    import hashlib
+
+    assert hashlib.sha256(created["data"]["token"].encode()).hexdigest() not in dump
