@@ -10,7 +10,8 @@ SAM_VENV := .venv-sam
 PORT ?= 3000
 CODE := layers/grantlink/python/grantlink functions infra tests bench
 
-.PHONY: help install run test unit integration lint openapi tenant build deploy bench clean
+
+.PHONY: help install system run test unit integration lint openapi tenant build deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,10 +24,13 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## create .venv with the pinned dependencies
 
-run: install ## start the embedded local stack on 127.0.0.1:$(PORT) (Ctrl-C stops it)
+system: ## Debian's chromium and the pinned npm packages (needs root for apt the first time)
+	bash infra/scripts/install-system.sh
+
+run: install system ## start the embedded local stack on 127.0.0.1:$(PORT) (Ctrl-C stops it)
 	$(BIN)/python -m infra.local --port $(PORT)
 
-test: install lint ## everything CI runs: lint, then unit, template and integration tests
+test: install system lint ## everything CI runs: lint, then unit, template and integration tests
 	$(BIN)/python -m pytest
 
 unit: install ## only the fast tests (no local stack)

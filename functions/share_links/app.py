@@ -9,7 +9,14 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from grantlink import api, idempotency, links
-from grantlink.models import Caller, CreateLinkRequest, LinkStatus, ShareLinkEnvelope, ShareLinkListEnvelope
+from grantlink.models import (
+    Caller,
+    CreateLinkRequest,
+    LinkStatus,
+    ShareLinkEnvelope,
+    ShareLinkListEnvelope,
+    link_url,
+)
 from grantlink.observability import logger, metrics, tracer
 from grantlink.routes import LINKS
 
@@ -32,7 +39,8 @@ def create_link(
     base: Base,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response[ShareLinkEnvelope]:
-    if idempotency.validate_key(idempotency_key) is None:
+    key = idempotency.validate_key(idempotency_key)
+    if key is None:
         link, token = links.create_link(caller, body)
         return api.ok(link.to_out(token, base), 201)
     fresh: dict[str, str] = {}
@@ -41,10 +49,14 @@ def create_link(
         link, fresh["token"] = links.create_link(caller, body)
         return link.to_out(None, base).model_dump(mode="json")
 
-    stored = idempotency.run_once(caller.tenant_id, "create_link", idempotency_key, body.model_dump(), create_once)
-    token = fresh.get("token")
-    data = {**stored, "token": token, "link": f"{base}/connect?id={stored['id']}&token={token}" if token else None}
-    return api.ok(data, 201, headers={"Idempotent-Replayed": "false" if token else "true"})
+    stored = idempotency.run_once(caller.tenant_id, "create_link", key, body.model_dump(), create_once)
+    replayed = "token" not in fresh
+    data = (
+        stored
+        if replayed
+        else {**stored, "token": fresh["token"], "link": link_url(base, stored["id"], fresh["token"])}
+    )
+    return api.ok(data, 201, headers={"Idempotent-Replayed": str(replayed).lower()})
 
 
 @app.get(

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from infra.local.stack import LocalStack, write_state
+from infra.local.stack import LocalStack, sam_env_path, write_state
 
 DEFAULT_STATE = Path(".local/stack.json")
 
@@ -33,6 +33,7 @@ def main() -> int:
     stopping.wait()
     stack.stop()
     args.state_file.unlink(missing_ok=True)
+    sam_env_path(args.state_file).unlink(missing_ok=True)
     print("stopped", flush=True)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -39,5 +40,5 @@ def health(_: Request) -> Reply:
     return Reply(200, {"content-type": "application/json"}, [], b'{"ok":true}')
 
 
-def endpoints() -> dict[str, "object"]:
+def endpoints() -> dict[str, Callable[[Request], Reply]]:
     return {"/openapi.json": openapi_json, "/docs": swagger, "/_local/health": health}

@@ -159,7 +159,9 @@ class Gateway:
             answer = cached[1]
         else:
             auth_event = {**event, "type": "REQUEST", "identitySource": list(identity)}
-            auth_event["routeArn"] = f"arn:aws:execute-api:us-east-1:123456789012:{self.api_id}/$default/{request.method}{request.path}"
+            auth_event["routeArn"] = (
+                f"arn:aws:execute-api:us-east-1:123456789012:{self.api_id}/$default/{request.method}{request.path}"
+            )
             answer = self.handlers[self.authorizer_id](auth_event, self._context(self.authorizer_id))
             if self.cache_seconds:
                 with self._lock:

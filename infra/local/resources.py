@@ -15,6 +15,13 @@ from infra.local.template import Resolver, resources
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
+# moto accepts any credentials; these keep boto3 from looking for real ones.
+LOCAL_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 def pseudo_parameters(stack: str, region: str = REGION) -> dict[str, str]:
@@ -44,7 +51,7 @@ def provision(
         alias = resolver.resolve(res["Properties"]["AliasName"])
         client("kms").create_alias(AliasName=alias, TargetKeyId=resolver.resolve(res["Properties"]["TargetKeyId"]))
         resolver.refs[logical_id] = alias
-    for logical_id, res in resources(template, "AWS::SecretsManager::Secret").items():
+    for logical_id in resources(template, "AWS::SecretsManager::Secret"):
         answer = client("secretsmanager").create_secret(
             Name=f"{stack}-{logical_id}", SecretString=secrets.token_urlsafe(48)
         )

@@ -37,6 +37,7 @@ def free_port() -> int:
 class LocalStack:
     port: int = 3000
     aws_port: int = 0
+    oauth_port: int = 0
     stack_name: str = "grantlink-local"
     env: dict[str, str] = field(default_factory=dict)
     api_key: str = ""
@@ -46,6 +47,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         self.aws_port = self.aws_port or free_port()
+        self.oauth_port = self.oauth_port or free_port()
         self._moto = ThreadedMotoServer(ip_address=LOCAL, port=self.aws_port, verbose=False)
         self._moto.start()
         self._server = ThreadingHTTPServer((LOCAL, self.port), _handler_class(self))
@@ -53,7 +55,7 @@ class LocalStack:
         self._configure_environment()
         tpl = template.load()
         session = boto3.session.Session()
-        resolver = resources.provision(tpl, lambda s: session.client(s), self.stack_name)
+        resolver = resources.provision(tpl, lambda s: session.client(s), self.stack_name)  # type: ignore[call-overload]
         self.env.update(resources.function_environment(tpl, resolver))
         self.env.update(self._local_overrides())
         os.environ.update(self.env)
@@ -71,13 +73,7 @@ class LocalStack:
         return f"http://{LOCAL}:{self.aws_port}"
 
     def _configure_environment(self) -> None:
-        os.environ.update(
-            AWS_ENDPOINT_URL=self.aws_endpoint,
-            AWS_ACCESS_KEY_ID="local",
-            AWS_SECRET_ACCESS_KEY="local",  # noqa: S105 - moto accepts anything
-            AWS_REGION=resources.REGION,
-            AWS_DEFAULT_REGION=resources.REGION,
-        )
+        os.environ.update(resources.LOCAL_ENVIRONMENT, AWS_ENDPOINT_URL=self.aws_endpoint)
         os.environ.pop("AWS_PROFILE", None)
         os.environ.pop("AWS_SESSION_TOKEN", None)
 
@@ -86,6 +82,7 @@ class LocalStack:
             "GRANTLINK_CONNECT_BASE_URL": self.api_url,
             "GRANTLINK_LOCAL_DEMO": "true",
             "GRANTLINK_DEMO_BASE_URL": self.api_url,
+            "GRANTLINK_DEMO_OAUTH_URL": f"http://{LOCAL}:{self.oauth_port}",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
@@ -105,6 +102,11 @@ class LocalStack:
             "tenantId": self.tenant_id,
             "table": self.env.get("GRANTLINK_TABLE"),
         }
+
+    def sam_env(self) -> dict[str, Any]:
+        """SAM CLI's env-vars format: Parameters apply to every function."""
+        keep = ("GRANTLINK_", "POWERTOOLS_", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        return {"Parameters": {k: v for k, v in {**os.environ, **self.env}.items() if k.startswith(keep)}}
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -165,6 +167,13 @@ def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
 
 
 def write_state(stack: LocalStack, path: Path) -> None:
+    """The state file (URLs, demo key) and, beside it, sam-env.json: an --env-vars file that points
+    `sam local invoke` / `sam local start-api` (where a container engine exists) at this stack's AWS endpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stack.state(), indent=2) + "\n")
-    path.chmod(0o600)
+    for target, content in ((path, stack.state()), (sam_env_path(path), stack.sam_env())):
+        target.write_text(json.dumps(content, indent=2) + "\n")
+        target.chmod(0o600)
+
+
+def sam_env_path(state_file: Path) -> Path:
+    return state_file.with_name("sam-env.json")

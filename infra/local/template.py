@@ -56,7 +56,7 @@ class Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (name, arg), = value.items()
+            ((name, arg),) = value.items()
             handler = _INTRINSICS.get(name)
             if handler:
                 return handler(self, arg)

@@ -14,25 +14,20 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from infra.local.resources import LOCAL_ENVIRONMENT
+
 STATE = Path(".local/stack.json")
 
 
-def _use_local_stack() -> None:
-    if not STATE.exists():
+def _use_local_stack(state_file: Path) -> None:
+    if not state_file.exists():
         raise SystemExit("No local stack is running (no .local/stack.json): start one with `make run`, or pass STACK=…")
-    state = json.loads(STATE.read_text())
+    state = json.loads(state_file.read_text())
     try:
         urllib.request.urlopen(f"{state['apiUrl']}/_local/health", timeout=3).read()  # noqa: S310 - loopback
     except OSError as exc:
         raise SystemExit(f"The local stack at {state['apiUrl']} does not answer: start it with `make run`.") from exc
-    os.environ.update(
-        AWS_ENDPOINT_URL=state["awsEndpoint"],
-        AWS_ACCESS_KEY_ID="local",
-        AWS_SECRET_ACCESS_KEY="local",  # noqa: S105 - moto accepts anything
-        AWS_REGION="us-east-1",
-        AWS_DEFAULT_REGION="us-east-1",
-        GRANTLINK_TABLE=state["table"],
-    )
+    os.environ.update(LOCAL_ENVIRONMENT, AWS_ENDPOINT_URL=state["awsEndpoint"], GRANTLINK_TABLE=state["table"])
 
 
 def _use_stack(name: str) -> None:
@@ -50,11 +45,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--scopes", default="")
     parser.add_argument("--stack", default="")
+    parser.add_argument("--state-file", type=Path, default=STATE, help="the local stack's state (make run writes it)")
     args = parser.parse_args(argv)
     if args.stack:
         _use_stack(args.stack)
     else:
-        _use_local_stack()
+        _use_local_stack(args.state_file)
     from grantlink import errors, tenants
 
     try:

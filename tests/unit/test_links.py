@@ -42,7 +42,7 @@ def test_t1_tokens_are_256_bit_and_unique() -> None:
 
 def test_t2_only_the_hash_of_the_token_is_stored(aws_env: Any, table_items: Any) -> None:
     """T2: the stored item holds SHA-256(token), never the token itself."""
-    link, token = create()
+    _, token = create()
     dump = json.dumps(table_items())
     assert token not in dump
     assert hashlib.sha256(token.encode()).hexdigest() in dump

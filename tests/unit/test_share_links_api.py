@@ -134,7 +134,12 @@ def test_m3_a_body_over_64_kib_is_a_413(aws_env: Any, table_items: Any) -> None:
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [({"perPage": 0}, "perPage"), ({"perPage": 101}, "perPage"), ({"status": 7}, "status"), ({"perPage": "x"}, "perPage")],
+    [
+        ({"perPage": 0}, "perPage"),
+        ({"perPage": 101}, "perPage"),
+        ({"status": 7}, "status"),
+        ({"perPage": "x"}, "perPage"),
+    ],
 )
 def test_m3_bad_list_parameters_are_400(aws_env: Any, query: dict, field: str) -> None:
     status, answer, _ = invoke(FN, event("list_links", tenant="tnt_a", query=query))
@@ -151,7 +156,9 @@ def test_unknown_routes_and_methods_get_the_envelope(aws_env: Any) -> None:
     """$default: an unknown path is a 404, a known path with another method a 405 with Allow."""
     unknown = event("list_links", tenant=None)
     unknown.update(routeKey="$default", rawPath="/nowhere")
-    unknown["requestContext"].update(routeKey="$default", http={**unknown["requestContext"]["http"], "path": "/nowhere"})
+    unknown["requestContext"].update(
+        routeKey="$default", http={**unknown["requestContext"]["http"], "path": "/nowhere"}
+    )
     status, answer, _ = invoke(FN, unknown)
     assert (status, answer["error"]["code"]) == (404, "route_not_found")
     wrong = event("list_links", tenant=None)

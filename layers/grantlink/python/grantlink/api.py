@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -17,7 +17,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
     ResponseValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.request import Request
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from pydantic import BaseModel
 
 from grantlink import errors, routes
@@ -60,15 +62,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
+def error_responses(*statuses: int) -> dict[int, OpenAPIResponse]:
     """OpenAPI `responses` entries for the error statuses a route can answer with."""
-    return {
-        s: {"description": ERROR_DESCRIPTIONS[s], "content": {JSON: {"model": ErrorEnvelope}}} for s in statuses
-    }
+    return {s: _described(ERROR_DESCRIPTIONS[s], ErrorEnvelope) for s in statuses}
 
 
-def success_response(status: int, model: type[BaseModel], description: str) -> dict[int, dict[str, Any]]:
-    return {status: {"description": description, "content": {JSON: {"model": model}}}}
+def success_response(status: int, model: type[BaseModel], description: str) -> dict[int, OpenAPIResponse]:
+    return {status: _described(description, model)}
+
+
+def _described(description: str, model: type[BaseModel]) -> OpenAPIResponse:
+    return cast(OpenAPIResponse, {"description": description, "content": {JSON: {"model": model}}})
+
+
+def _event(request: Request) -> APIGatewayProxyEventV2:
+    return cast(APIGatewayProxyEventV2, request.resolved_event)
 
 
 def connect_base(request: Request) -> str:
@@ -77,13 +85,13 @@ def connect_base(request: Request) -> str:
     configured = settings().connect_base_url.rstrip("/")
     if configured:
         return configured
-    api_id = request.resolved_event.request_context.api_id
+    api_id = _event(request).request_context.api_id
     return f"https://{api_id}.execute-api.{settings().aws_region}.amazonaws.com"
 
 
 def current_caller(request: Request) -> Caller:
     """A `Depends()` provider: the caller that `handle()` already authenticated."""
-    context = request.resolved_event.request_context.authorizer.get_lambda or {}
+    context = _event(request).request_context.authorizer.get_lambda or {}
     return Caller(tenant_id=context["tenantId"], scopes=frozenset(str(context.get("scopes", "")).split()))
 
 

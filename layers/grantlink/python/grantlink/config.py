@@ -33,7 +33,6 @@ class Settings(BaseModel):
     model_config = {"populate_by_name": True, "extra": "ignore"}
 
 
-
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     env = {k: v for k, v in os.environ.items() if k.startswith("GRANTLINK_") or k == "AWS_REGION"}

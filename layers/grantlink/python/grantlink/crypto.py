@@ -111,7 +111,10 @@ class Crypto:
         if self._session is None:
             import botocore.session
 
+            from grantlink.aws import CLIENT_CONFIG
+
             self._session = botocore.session.Session()
+            self._session.set_default_client_config(CLIENT_CONFIG)  # short timeouts, standard retries
         return self._session
 
 

@@ -22,9 +22,7 @@ KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,255}$")
 def _machinery() -> tuple[Any, Any]:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
-    persistence = DynamoDBPersistenceLayer(
-        table_name=settings().idempotency_table, boto3_client=aws.client("dynamodb")
-    )
+    persistence = DynamoDBPersistenceLayer(table_name=settings().idempotency_table, boto3_client=aws.client("dynamodb"))
     config = IdempotencyConfig(
         event_key_jmespath="[tenantId, operation, key]",
         payload_validation_jmespath="body",
@@ -76,6 +74,8 @@ def run_once(tenant_id: str, operation: str, key: str, body: Any, fn: Callable[[
             "This Idempotency-Key was used with a different body.", code="idempotency_key_reused"
         ) from exc
     except IdempotencyAlreadyInProgressError as exc:
-        raise errors.Conflict("A request with this Idempotency-Key is in progress.", code="idempotency_in_progress") from exc
+        raise errors.Conflict(
+            "A request with this Idempotency-Key is in progress.", code="idempotency_in_progress"
+        ) from exc
     except IdempotencyPersistenceLayerError as exc:
         raise errors.ServiceUnavailable() from exc

@@ -142,8 +142,13 @@ class ShareLink:
             dateCreated=clock.iso(self.created_at),
             expiresAt=clock.iso(self.expires_at),
             expired=self.is_expired(),
-            link=f"{connect_base}/connect?id={self.id}&token={token}" if token else None,
+            link=link_url(connect_base, self.id, token) if token else None,
         )
+
+
+def link_url(base: str, link_id: str, token: str) -> str:
+    """The URL the customer opens: always from configuration, never from the request's Host (T6)."""
+    return f"{base}/connect?id={link_id}&token={token}"
 
 
 # --- DynamoDB item mapping --------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ class RedactingFilter(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = redact_text(record.msg)
         if record.args:
-            record.args = tuple(redact(a) for a in record.args) if isinstance(record.args, tuple) else redact(record.args)
+            record.args = (
+                tuple(redact(a) for a in record.args) if isinstance(record.args, tuple) else redact(record.args)
+            )
         for name, value in list(vars(record).items()):
             if name not in _STANDARD_ATTRS:
                 setattr(record, name, redact(value, name))

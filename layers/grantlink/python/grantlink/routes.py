@@ -18,7 +18,7 @@ class Route:
 
     @property
     def key(self) -> str:
-        return f"{self.method} {self.path}"
+        return self.path if self.path == "$default" else f"{self.method} {self.path}"
 
 
 LINKS = "/credentials/grant-access-sharing"
