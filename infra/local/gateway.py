@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl
 
 from infra.local.template import ROOT, FunctionSpec, RouteSpec
 
-TEXT_TYPES = re.compile(r"^(text/|application/(json|x-www-form-urlencoded|xml|javascript)|.*\+json)", re.I)
+# Like API Gateway HTTP APIs: JSON and text arrive as text; everything else (forms too) as base64.
+TEXT_TYPES = re.compile(r"^(text/|application/(json|xml|javascript)|.*\+json)", re.I)
 Handler = Callable[[dict[str, Any], Any], Any]
 
 

@@ -38,15 +38,19 @@ def test_the_link_lifecycle_over_http(stack: dict[str, Any]) -> None:
 
 
 def test_every_template_route_is_served(stack: dict[str, Any]) -> None:
-    """Each route in template.yaml reaches its function (no `route_not_found`), and answers JSON."""
+    """Each route in template.yaml reaches its function: management routes answer JSON (never
+    `route_not_found`), public pages answer HTML."""
     headers = auth(stack["apiKey"])
     for route in template.http_routes(template.load()):
         if route.path == "$default":
             continue
         path = re.sub(r"\{[^}]+\}", "lnk_00000000000000000000", route.path)
         answer = http.request(route.method, url(stack, path), headers=headers, json={})
-        assert answer.headers["content-type"].startswith("application/json"), route.key
-        assert answer.json().get("error", {}).get("code") != "route_not_found", route.key
+        if route.authorized:
+            assert answer.headers["content-type"].startswith("application/json"), route.key
+            assert answer.json().get("error", {}).get("code") != "route_not_found", route.key
+        else:
+            assert answer.headers["content-type"].startswith("text/html"), route.key
 
 
 def test_missing_and_unknown_keys_are_401_json(stack: dict[str, Any]) -> None:
@@ -85,8 +89,8 @@ def test_unknown_routes_methods_and_bad_bodies_get_the_envelope(stack: dict[str,
     headers = auth(stack["apiKey"])
     nowhere = http.get(url(stack, "/nowhere"), headers=headers)
     assert (nowhere.status_code, nowhere.json()["error"]["code"]) == (404, "route_not_found")
-    patch = http.patch(url(stack, LINKS), headers=headers)
-    assert (patch.status_code, patch.headers["allow"]) == (405, "GET, POST")
+    put = http.put(url(stack, LINKS), headers=headers)
+    assert (put.status_code, put.headers["allow"]) == (405, "DELETE, GET, PATCH, POST")
     bad = http.post(url(stack, LINKS), data="{oops", headers={**headers, "content-type": "application/json"})
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "malformed_json")
     huge = http.post(url(stack, LINKS), json={"partnerId": 9001, "title": "x", "p": "y" * 70_000}, headers=headers)

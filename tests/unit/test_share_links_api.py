@@ -163,10 +163,11 @@ def test_unknown_routes_and_methods_get_the_envelope(aws_env: Any) -> None:
     assert (status, answer["error"]["code"]) == (404, "route_not_found")
     wrong = event("list_links", tenant=None)
     wrong["routeKey"] = wrong["requestContext"]["routeKey"] = "$default"
-    wrong["requestContext"]["http"]["method"] = "PATCH"
+    wrong["requestContext"]["http"]["method"] = "PUT"
     status, answer, headers = invoke(FN, wrong)
     assert (status, answer["error"]["code"]) == (405, "method_not_allowed")
-    assert headers["Allow"] == "GET, POST"
+    # /credentials/grant-access-sharing is also matched by the template /credentials/{id}
+    assert headers["Allow"] == "DELETE, GET, PATCH, POST"
 
 
 def test_idempotency_key_replays_the_first_result_without_the_token(aws_env: Any) -> None:

@@ -89,7 +89,7 @@ def test_table_has_the_designed_keys_indexes_ttl_pitr_and_sse() -> None:
     table = props("Table")
     assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
     indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"gsi1", "gsi2", "due"}
+    assert set(indexes) == {"gsi1", "gsi2", "gsi3", "due"}
     assert [k["AttributeName"] for k in indexes["due"]["KeySchema"]] == ["duePk", "dueAt"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}

@@ -23,6 +23,7 @@ class Settings(BaseModel):
     aws_region: str = Field("us-east-1", alias="AWS_REGION")
     link_ttl_hours: int = Field(MAX_LINK_TTL_HOURS, ge=1, le=MAX_LINK_TTL_HOURS, alias="GRANTLINK_LINK_TTL_HOURS")
     link_retention_days: int = Field(30, ge=1, alias="GRANTLINK_LINK_RETENTION_DAYS")
+    audit_retention_days: int = Field(365, ge=1, alias="GRANTLINK_AUDIT_RETENTION_DAYS")
     idempotency_ttl_seconds: int = Field(3600, ge=60, alias="GRANTLINK_IDEMPOTENCY_TTL_SECONDS")
     max_body_bytes: int = Field(64 * 1024, ge=1024, alias="GRANTLINK_MAX_BODY_BYTES")
     extra_providers: str = Field("", alias="GRANTLINK_EXTRA_PROVIDERS")

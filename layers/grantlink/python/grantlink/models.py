@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -49,12 +49,32 @@ class ApiModel(BaseModel):
 # --- API in -----------------------------------------------------------------------------------------------
 
 
-class CreateLinkRequest(ApiModel):
-    partnerId: int = Field(gt=0, le=2**31 - 1, description="The partner (app) the customer will connect.")
-    title: Annotated[Title, AfterValidator(_not_blank)] = Field(description="Shown to the customer; 1–200 characters.")
+RedirectUrl = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")]
+
+
+class LinkOptions(ApiModel):
     expiresInHours: int | None = Field(
         None, ge=1, le=48, description="Validity in hours, 48 at most (the default and the ceiling)."
     )
+    redirectUrl: RedirectUrl | None = Field(
+        None,
+        description="Where the customer's browser goes after connecting (303 with `status` and `credentialId`). "
+        "Its origin must be on the tenant's redirect allow-list.",
+    )
+
+
+class CreateLinkRequest(LinkOptions):
+    partnerId: int = Field(gt=0, le=2**31 - 1, description="The partner (app) the customer will connect.")
+    title: Annotated[Title, AfterValidator(_not_blank)] = Field(description="Shown to the customer; 1–200 characters.")
+
+
+class ReauthorizeRequest(LinkOptions):
+    """Options for the reauthorize link; the partner and title come from the credential."""
+
+
+class PatchCredentialRequest(ApiModel):
+    title: Annotated[Title, AfterValidator(_not_blank)] | None = None
+    enabled: bool | None = Field(None, description="false disables the credential; true reactivates it.")
 
 
 # --- API out ----------------------------------------------------------------------------------------------
@@ -91,6 +111,107 @@ class ShareLinkListEnvelope(ApiModel):
     meta: ListMeta
 
 
+class CredentialState(StrEnum):
+    ACTIVE = "active"
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"
+    DISABLED = "disabled"
+
+
+class CredentialOut(ApiModel):
+    id: str
+    partnerId: int
+    title: str
+    authType: str
+    state: CredentialState
+    dateCreated: str
+    dateUpdated: str
+    hint: str | None = Field(description="A masked hint of the secret (its last 4 characters), or null if short.")
+    lastTest: dict[str, Any] | None = None
+    accessExpiresAt: str | None = None
+
+
+class CredentialEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: CredentialOut
+
+
+class CredentialListEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: list[CredentialOut]
+    meta: ListMeta
+
+
+class SecretOut(ApiModel):
+    id: str
+    partnerId: int
+    authType: str
+    fields: dict[str, str] = Field(description="The values the customer entered (api_key, basic) or the OAuth tokens.")
+
+
+class SecretEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: SecretOut
+
+
+class AuditEntryOut(ApiModel):
+    at: str
+    action: str
+    actor: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class CursorMeta(ApiModel):
+    page: int
+    nextCursor: str | None
+
+
+class AuditListEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: list[AuditEntryOut]
+    meta: CursorMeta
+
+
+class Deleted(ApiModel):
+    id: str
+    deleted: Literal[True] = True
+
+
+class DeletedEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: Deleted
+
+
+class PartnerField(ApiModel):
+    name: str
+    label: str
+    help: str
+    secret: bool
+    pattern: str | None
+    required: bool
+    placeholder: str | None = None
+
+
+class PartnerOut(ApiModel):
+    id: int
+    slug: str
+    name: str
+    authType: str
+    fields: list[PartnerField]
+    docsUrl: str
+    description: str
+
+
+class PartnerEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: PartnerOut
+
+
+class PartnerListEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: list[PartnerOut]
+    meta: ListMeta
+
+
 class ErrorDetail(ApiModel):
     code: str = Field(description="Stable, machine-readable error code.")
     message: str = Field(description="For humans; never contains a secret.")
@@ -106,10 +227,46 @@ class ErrorEnvelope(ApiModel):
 
 @dataclass
 class Caller:
-    """Who is calling a management route: the tenant and the scopes of its API key."""
+    """Who is calling a management route: the tenant, the scopes of its API key and the key's short id."""
 
     tenant_id: str
     scopes: frozenset[str] = field(default_factory=frozenset)
+    key_id: str = ""
+
+    @property
+    def actor(self) -> str:
+        return f"apikey:{self.key_id}" if self.key_id else "apikey"
+
+
+@dataclass
+class Credential:
+    id: str
+    tenant_id: str
+    partner_id: int
+    title: str
+    auth_type: str
+    state: CredentialState
+    secret: bytes  # the Encryption SDK message; never plaintext
+    created_at: datetime
+    updated_at: datetime
+    hint: str | None = None
+    last_test: dict[str, Any] | None = None
+    access_expires_at: datetime | None = None
+    version: int = 1
+
+    def to_out(self) -> CredentialOut:
+        return CredentialOut(
+            id=self.id,
+            partnerId=self.partner_id,
+            title=self.title,
+            authType=self.auth_type,
+            state=self.state,
+            dateCreated=clock.iso(self.created_at),
+            dateUpdated=clock.iso(self.updated_at),
+            hint=self.hint,
+            lastTest=self.last_test,
+            accessExpiresAt=clock.iso(self.access_expires_at) if self.access_expires_at else None,
+        )
 
 
 @dataclass
@@ -124,6 +281,7 @@ class ShareLink:
     expires_at: datetime
     credential_id: str | None = None
     bound_credential_id: str | None = None  # set on reauthorize links: completing one replaces this secret
+    redirect_url: str | None = None
     version: int = 1
 
     def is_expired(self, at: datetime | None = None) -> bool:
@@ -192,6 +350,8 @@ def link_to_item(link: ShareLink, ttl: int | None) -> dict[str, Any]:
         item["credentialId"] = link.credential_id
     if link.bound_credential_id:
         item["boundCredentialId"] = link.bound_credential_id
+    if link.redirect_url:
+        item["redirectUrl"] = link.redirect_url
     if ttl is not None:
         item["ttl"] = ttl
     return item
@@ -209,5 +369,85 @@ def link_from_item(item: dict[str, Any]) -> ShareLink:
         expires_at=clock.parse_iso(item["expiresAt"]),
         credential_id=item.get("credentialId"),
         bound_credential_id=item.get("boundCredentialId"),
+        redirect_url=item.get("redirectUrl"),
         version=int(item.get("version", 1)),
     )
+
+
+def credential_key(credential_id: str) -> dict[str, str]:
+    return {"pk": f"CRED#{credential_id}", "sk": "CRED"}
+
+
+def tenant_credentials_pk(tenant_id: str) -> str:
+    return f"TENANT#{tenant_id}#CRED"
+
+
+def tenant_credentials_by_state_pk(tenant_id: str, state: str) -> str:
+    return f"TENANT#{tenant_id}#CRED#S#{state}"
+
+
+def tenant_credentials_by_partner_pk(tenant_id: str, partner_id: int) -> str:
+    return f"TENANT#{tenant_id}#CRED#P#{partner_id}"
+
+
+def credential_to_item(cred: Credential) -> dict[str, Any]:
+    sort_key = listing_sk(cred.created_at, cred.id)
+    item: dict[str, Any] = {
+        **credential_key(cred.id),
+        "type": "credential",
+        "id": cred.id,
+        "tenantId": cred.tenant_id,
+        "partnerId": cred.partner_id,
+        "title": cred.title,
+        "authType": cred.auth_type,
+        "state": str(cred.state),
+        "secret": cred.secret,
+        "dateCreated": clock.iso(cred.created_at),
+        "dateUpdated": clock.iso(cred.updated_at),
+        "version": cred.version,
+        "gsi1pk": tenant_credentials_pk(cred.tenant_id),
+        "gsi1sk": sort_key,
+        "gsi2pk": tenant_credentials_by_state_pk(cred.tenant_id, str(cred.state)),
+        "gsi2sk": sort_key,
+        "gsi3pk": tenant_credentials_by_partner_pk(cred.tenant_id, cred.partner_id),
+        "gsi3sk": sort_key,
+    }
+    optional = {
+        "hint": cred.hint,
+        "lastTest": cred.last_test,
+        "accessExpiresAt": clock.iso(cred.access_expires_at) if cred.access_expires_at else None,
+    }
+    item.update({k: v for k, v in optional.items() if v is not None})
+    return item
+
+
+def credential_from_item(item: dict[str, Any]) -> Credential:
+    expires = item.get("accessExpiresAt")
+    return Credential(
+        id=item["id"],
+        tenant_id=item["tenantId"],
+        partner_id=int(item["partnerId"]),
+        title=item["title"],
+        auth_type=item["authType"],
+        state=CredentialState(item["state"]),
+        secret=bytes(item["secret"]),
+        created_at=clock.parse_iso(item["dateCreated"]),
+        updated_at=clock.parse_iso(item["dateUpdated"]),
+        hint=item.get("hint"),
+        last_test=_plain_numbers(item.get("lastTest")),
+        access_expires_at=clock.parse_iso(expires) if expires else None,
+        version=int(item.get("version", 1)),
+    )
+
+
+def _plain_numbers(value: Any) -> Any:
+    """DynamoDB returns Decimals; API models want ints and floats."""
+    from decimal import Decimal
+
+    if isinstance(value, dict):
+        return {k: _plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_numbers(v) for v in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value

@@ -22,6 +22,7 @@ class Route:
 
 
 LINKS = "/credentials/grant-access-sharing"
+CRED = "/credentials/{id}"
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", LINKS, "share_links", "links:write"),
@@ -29,6 +30,17 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", LINKS + "/{id}", "share_links", "links:write"),
     Route("PUT", LINKS + "/{id}", "share_links", "links:write"),
     Route("DELETE", LINKS + "/{id}", "share_links", "links:write"),
+    Route("GET", "/credentials", "credentials", "credentials:read"),
+    Route("GET", CRED, "credentials", "credentials:read"),
+    Route("PATCH", CRED, "credentials", "credentials:write"),
+    Route("DELETE", CRED, "credentials", "credentials:write"),
+    Route("GET", CRED + "/secret", "credentials", "credentials:secret"),
+    Route("POST", CRED + "/reauthorize", "credentials", "credentials:write"),
+    Route("GET", CRED + "/audit", "credentials", "credentials:read"),
+    Route("GET", "/partners", "partners", None),
+    Route("GET", "/partners/{id}", "partners", None),
+    Route("GET", "/connect", "connect_page", None, public=True),
+    Route("POST", "/connect", "connect_page", None, public=True),
 )
 
 # Anything API Gateway cannot match goes to `$default`, answered by this function with a 404 or 405 envelope.

@@ -13,11 +13,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from grantlink import aws, errors
 from grantlink.config import settings
 from grantlink.models import (
+    Credential,
     LinkStatus,
     ShareLink,
+    credential_from_item,
+    credential_key,
+    credential_to_item,
     link_from_item,
     link_key,
     link_to_item,
+    tenant_credentials_by_partner_pk,
+    tenant_credentials_by_state_pk,
+    tenant_credentials_pk,
     tenant_links_by_status_pk,
     tenant_links_pk,
 )
@@ -99,18 +106,28 @@ class Store:
         self._call("transact_write_items", TransactItems=items)
 
     def query_page(
-        self, index: str, key_name: str, key_value: str, limit: int, start: dict[str, Any] | None
+        self,
+        index: str,
+        key_name: str,
+        key_value: str,
+        limit: int,
+        start: dict[str, Any] | None,
+        equals: dict[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """One Query call on an index, newest first; returns the items and the LastEvaluatedKey."""
+        names, values = {"#k": key_name}, {":v": key_value}
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": index,
             "KeyConditionExpression": "#k = :v",
-            "ExpressionAttributeNames": {"#k": key_name},
-            "ExpressionAttributeValues": {":v": {"S": key_value}},
             "ScanIndexForward": False,
             "Limit": limit,
         }
+        if equals:
+            names.update({f"#f{i}": k for i, k in enumerate(equals)})
+            values.update({f":f{i}": v for i, v in enumerate(equals.values())})
+            kwargs["FilterExpression"] = " AND ".join(f"#f{i} = :f{i}" for i in range(len(equals)))
+        kwargs.update(ExpressionAttributeNames=names, ExpressionAttributeValues=serialize(values))
         if start:
             kwargs["ExclusiveStartKey"] = serialize(start)
         answer = self._call("query", **kwargs)
@@ -132,22 +149,7 @@ class Store:
 
     def replace_link_state(self, before: ShareLink, after: ShareLink, ttl: int | None) -> None:
         """Write `after` over `before` if nobody changed the link in between (optimistic, by version)."""
-        counters = {} if before.status == after.status else {f"s{int(before.status)}": -1, f"s{int(after.status)}": 1}
-        item = link_to_item(after, ttl)
-        actions: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "Item": serialize(item),
-                    # Protects: a concurrent consume, regenerate or revoke is never overwritten.
-                    "ConditionExpression": "#v = :v AND tenantId = :t",
-                    "ExpressionAttributeNames": {"#v": "version"},
-                    "ExpressionAttributeValues": serialize({":v": before.version, ":t": before.tenant_id}),
-                }
-            }
-        ]
-        if counters:
-            actions.append(_stats_update(before.tenant_id, "SHARE", counters))
-        self.transact(*actions)
+        self.transact(*self.link_write(before, after, ttl))
 
     def list_links(
         self, tenant_id: str, status: LinkStatus | None, limit: int, start: dict[str, Any] | None
@@ -162,7 +164,99 @@ class Store:
         item = self.get_item({"pk": f"TENANT#{tenant_id}", "sk": f"STATS#{kind}"}, consistent=False) or {}
         return {k: int(v) for k, v in item.items() if k not in ("pk", "sk")}
 
+    def link_write(self, before: ShareLink, after: ShareLink, ttl: int | None) -> list[dict[str, Any]]:
+        """The actions that replace `before` with `after`, guarded by version, with the status counters."""
+        actions = [_put(link_to_item(after, ttl), "#v = :v AND tenantId = :t", before.version, before.tenant_id)]
+        if before.status != after.status:
+            actions.append(
+                _stats_update(before.tenant_id, "SHARE", {f"s{int(before.status)}": -1, f"s{int(after.status)}": 1})
+            )
+        return actions
+
+    # --- credentials --------------------------------------------------------------------------------------
+
+    def get_credential(self, credential_id: str) -> Credential | None:
+        item = self.get_item(credential_key(credential_id))
+        return credential_from_item(item) if item and item.get("type") == "credential" else None
+
+    def credential_write(self, before: Credential | None, after: Credential) -> list[dict[str, Any]]:
+        """Create `after`, or replace `before` if its version is unchanged; keeps the tenant's counters right."""
+        if before is None:
+            # Protects: a new credential id never overwrites an existing credential.
+            put = {
+                "Put": {"Item": serialize(credential_to_item(after)), "ConditionExpression": "attribute_not_exists(pk)"}
+            }
+            return [put, _stats_update(after.tenant_id, "CRED", {"total": 1, **credential_counters(after, 1)})]
+        actions = [_put(credential_to_item(after), "#v = :v AND tenantId = :t", before.version, before.tenant_id)]
+        deltas = _merge(credential_counters(before, -1), credential_counters(after, 1))
+        if deltas:
+            actions.append(_stats_update(before.tenant_id, "CRED", deltas))
+        return actions
+
+    def credential_delete(self, cred: Credential) -> list[dict[str, Any]]:
+        return [
+            {
+                "Delete": {
+                    "Key": serialize(credential_key(cred.id)),
+                    # Protects: a credential changed since it was read is not deleted from under its writer.
+                    "ConditionExpression": "#v = :v AND tenantId = :t",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": serialize({":v": cred.version, ":t": cred.tenant_id}),
+                }
+            },
+            _stats_update(cred.tenant_id, "CRED", {"total": -1, **credential_counters(cred, -1)}),
+        ]
+
+    def list_credentials(
+        self, tenant_id: str, partner_id: int | None, state: str | None, limit: int, start: dict[str, Any] | None
+    ) -> tuple[list[Credential], dict[str, Any] | None]:
+        """One Query: by partner (gsi3), else by state (gsi2), else all (gsi1). Partner and state together
+        query the partner's index with the state as a filter, so a page still reads at most `limit` items."""
+        if partner_id is not None:
+            index, key = "gsi3", tenant_credentials_by_partner_pk(tenant_id, partner_id)
+        elif state is not None:
+            index, key = "gsi2", tenant_credentials_by_state_pk(tenant_id, state)
+        else:
+            index, key = "gsi1", tenant_credentials_pk(tenant_id)
+        extra = {"state": state} if partner_id is not None and state is not None else None
+        items, last = self.query_page(index, f"{index}pk", key, limit, start, equals=extra)
+        return [credential_from_item(i) for i in items], last
+
+    def put_audit(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"Put": {"Item": serialize(item)}}
+
+    def list_audit(
+        self, credential_id: str, limit: int, start: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :a)",
+            "ExpressionAttributeValues": serialize({":pk": f"CRED#{credential_id}", ":a": "AUDIT#"}),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = serialize(start)
+        answer = self._call("query", **kwargs)
+        last = answer.get("LastEvaluatedKey")
+        return [deserialize(i) for i in answer.get("Items", [])], deserialize(last) if last else None
+
     # --- tenants and API keys -----------------------------------------------------------------------------
+
+    def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        return self.get_item({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}, consistent=False)
+
+    def set_tenant_attribute(self, tenant_id: str, name: str, value: Any) -> None:
+        self._call(
+            "update_item",
+            TableName=self.table,
+            Key=serialize({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}),
+            UpdateExpression="SET #n = :v",
+            # Protects: only an existing tenant is changed; a typo in the id does not create a tenant.
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#n": name},
+            ExpressionAttributeValues=serialize({":v": value}),
+        )
 
     def put_tenant_with_key(self, tenant: dict[str, Any], key_hash: str, key_item: dict[str, Any]) -> None:
         self.transact(
@@ -183,6 +277,32 @@ class Store:
 
     def get_api_key(self, key_hash: str) -> dict[str, Any] | None:
         return self.get_item({"pk": f"APIKEY#{key_hash}", "sk": "APIKEY"}, consistent=False)
+
+
+def credential_counters(cred: Credential, sign: int) -> dict[str, int]:
+    """The tenant's credential counters this credential counts in (by state, partner, and both)."""
+    state = str(cred.state)
+    return {f"s:{state}": sign, f"p:{cred.partner_id}": sign, f"ps:{cred.partner_id}:{state}": sign}
+
+
+def _merge(*deltas: dict[str, int]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for delta in deltas:
+        for name, value in delta.items():
+            merged[name] = merged.get(name, 0) + value
+    return {k: v for k, v in merged.items() if v}
+
+
+def _put(item: dict[str, Any], condition: str, version: int, tenant_id: str) -> dict[str, Any]:
+    return {
+        "Put": {
+            "Item": serialize(item),
+            # Protects: a concurrent writer's change is never overwritten (optimistic, by version and tenant).
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#v": "version"},
+            "ExpressionAttributeValues": serialize({":v": version, ":t": tenant_id}),
+        }
+    }
 
 
 def _stats_update(tenant_id: str, kind: str, deltas: dict[str, int]) -> dict[str, Any]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from urllib.parse import urlsplit
 
 from grantlink import clock, errors
 from grantlink.models import Caller
-from grantlink.store import Store
+from grantlink.store import ConditionFailed, Store
 from grantlink.store import default as default_store
 
 KEY_PREFIX = "glk_"
@@ -34,15 +35,18 @@ def parse_scopes(text: str) -> tuple[str, ...]:
     return scopes or SCOPES
 
 
-def create_tenant(name: str, scopes: tuple[str, ...] = SCOPES, store: Store | None = None) -> tuple[str, str]:
+def create_tenant(
+    name: str, scopes: tuple[str, ...] = SCOPES, redirect_origins: tuple[str, ...] = (), store: Store | None = None
+) -> tuple[str, str]:
     """Create a tenant and its first API key; returns (tenant id, raw key). The key is not stored."""
     if not TENANT_NAME.match(name):
         raise errors.BadRequest("A tenant name is 1–64 letters, digits, spaces, dots, dashes or underscores.")
+    origins = [normalize_origin(o) for o in redirect_origins]
     tenant_id = "tnt_" + secrets.token_hex(8)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     created = clock.iso(clock.now())
     (store or default_store()).put_tenant_with_key(
-        {"tenantId": tenant_id, "name": name, "createdAt": created, "type": "tenant"},
+        {"tenantId": tenant_id, "name": name, "createdAt": created, "type": "tenant", "redirectOrigins": origins},
         hash_key(key),
         {"tenantId": tenant_id, "scopes": list(scopes), "name": f"{name} key", "createdAt": created, "type": "apikey"},
     )
@@ -58,4 +62,46 @@ def authenticate(authorization: str | None, store: Store | None = None) -> Calle
     item = (store or default_store()).get_api_key(hash_key(key))
     if not item:
         return None
-    return Caller(tenant_id=item["tenantId"], scopes=frozenset(item.get("scopes", [])))
+    return Caller(tenant_id=item["tenantId"], scopes=frozenset(item.get("scopes", [])), key_id=hash_key(key)[:12])
+
+
+def normalize_origin(url: str) -> str:
+    """`scheme://host[:port]` of an https URL (http only for loopback), or BadRequest. No user info, no
+    backslashes: the usual ways to make one origin look like another are refused outright."""
+    parts = urlsplit(url.strip())
+    loopback = parts.hostname in ("127.0.0.1", "localhost")
+    if (
+        parts.scheme not in ("https", "http")
+        or (parts.scheme == "http" and not loopback)
+        or not parts.hostname
+        or parts.username is not None
+        or "\\" in url
+    ):
+        raise errors.BadRequest(f"{url!r} is not an https URL (http is allowed for 127.0.0.1 and localhost only).")
+    default_port = {"https": 443, "http": 80}[parts.scheme]
+    port = f":{parts.port}" if parts.port and parts.port != default_port else ""
+    return f"{parts.scheme}://{parts.hostname.lower()}{port}"
+
+
+def check_redirect(tenant_id: str, url: str, store: Store | None = None) -> str:
+    """`url` if its origin is on the tenant's allow-list; otherwise a 422 (never an open redirect, O9)."""
+    try:
+        origin = normalize_origin(url)
+    except errors.BadRequest as exc:
+        raise errors.UnprocessableEntity(exc.message, code="redirect_not_allowed") from exc
+    tenant = (store or default_store()).get_tenant(tenant_id) or {}
+    if origin not in tenant.get("redirectOrigins", []):
+        raise errors.UnprocessableEntity(
+            f"{origin} is not on this tenant's redirect allow-list.", code="redirect_not_allowed"
+        )
+    return url
+
+
+def set_redirect_origins(tenant_id: str, origins: tuple[str, ...], store: Store | None = None) -> list[str]:
+    """Replace a tenant's redirect allow-list (origins such as https://app.example.com)."""
+    normalized = [normalize_origin(o) for o in origins]
+    try:
+        (store or default_store()).set_tenant_attribute(tenant_id, "redirectOrigins", normalized)
+    except ConditionFailed as exc:
+        raise errors.NotFound(f"No tenant {tenant_id}.") from exc
+    return normalized

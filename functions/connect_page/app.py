@@ -1,0 +1,44 @@
+"""The hosted connect page (public): the customer opens the link, fills in the form, and connects."""
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from grantlink import api, connect, pages, web
+from grantlink.observability import logger, metrics, tracer
+
+app = web.build_page_resolver()
+
+
+@app.get("/connect", summary="The connect page for a link (never consumes it)", responses=web.page_responses(200, 410))
+def show() -> Response[str]:
+    link_id = app.current_event.get_query_string_value("id", "") or ""
+    token = app.current_event.get_query_string_value("token", "") or ""
+    opened = connect.open_link(link_id, token)
+    return web.page(200, web.form_page(opened, token))
+
+
+@app.post(
+    "/connect",
+    summary="Submit the connect form (consumes the link once)",
+    responses=web.page_responses(200, 303, 400, 410, 413, 503),
+)
+def submit() -> Response[str]:
+    link_id, token, fields = web.split_form(web.form_fields(app.current_event))
+    try:
+        done = connect.submit(link_id, token, fields)
+    except connect.InvalidForm as problem:
+        assert problem.opened is not None
+        return web.page(400, web.form_page(problem.opened, token, problem))
+    if done.redirect_to:
+        return web.redirect(done.redirect_to)
+    return web.page(200, pages.success_page(partner_name=done.provider.name, link_title=done.link.title))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return api.handle(app, event, context)

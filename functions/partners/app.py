@@ -1,0 +1,53 @@
+"""The partner catalogue: which apps can be connected, and what each asks the customer for."""
+
+import math
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from grantlink import api, errors, providers
+from grantlink.models import ListMeta, PartnerEnvelope, PartnerListEnvelope
+from grantlink.observability import logger, metrics, tracer
+
+app = api.build_resolver()
+
+
+@app.get(
+    "/partners",
+    summary="List partners (filter by auth type, search by name)",
+    responses=api.success_response(200, PartnerListEnvelope, "One page.") | api.error_responses(400, 401, 503),
+)
+def list_partners(
+    authType: Annotated[Literal["api_key", "basic", "oauth2"] | None, Query()] = None,
+    q: Annotated[str | None, Query(max_length=80)] = None,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    perPage: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> Response[PartnerListEnvelope]:
+    found = providers.search(authType, q)
+    shown = found[(page - 1) * perPage : page * perPage]
+    meta = ListMeta(
+        page=page, totalPages=max(1, math.ceil(len(found) / perPage)), totalItemsCount=len(found), nextCursor=None
+    )
+    return api.ok([p.public_view() for p in shown], meta=meta)
+
+
+@app.get(
+    "/partners/<id>",
+    summary="Get a partner",
+    responses=api.success_response(200, PartnerEnvelope, "The partner.") | api.error_responses(401, 404),
+)
+def get_partner(id: Annotated[str, Path(max_length=20)]) -> Response[PartnerEnvelope]:
+    provider = providers.find(int(id)) if id.isascii() and id.isdigit() else None
+    if provider is None:
+        raise errors.NotFound("No such partner.", code="partner_not_found")
+    return api.ok(provider.public_view())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return api.handle(app, event, context)

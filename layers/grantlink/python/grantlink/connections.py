@@ -1,0 +1,160 @@
+"""Credentials ("connections") for the tenant: list, read, rename, disable, delete, read the secret,
+reauthorize, and the audit trail (use cases).
+
+Another tenant's credential is a 404, never a 403. Reading the secret is the only way a secret leaves,
+and it is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from typing import Any
+
+from grantlink import audit, clock, crypto, errors, links, pagination
+from grantlink.connect import CREDENTIAL_ID_PREFIX, PURPOSE
+from grantlink.models import (
+    Caller,
+    Credential,
+    CredentialState,
+    CursorMeta,
+    ListMeta,
+    PatchCredentialRequest,
+    ReauthorizeRequest,
+    SecretOut,
+    ShareLink,
+)
+from grantlink.store import ConditionFailed, Store
+from grantlink.store import default as default_store
+
+
+def get_credential(caller: Caller, credential_id: str, store: Store | None = None) -> Credential:
+    """The caller's credential, or NotFound (also for another tenant's)."""
+    plausible = credential_id.startswith(CREDENTIAL_ID_PREFIX) and len(credential_id) <= 64
+    credential = (store or default_store()).get_credential(credential_id) if plausible else None
+    if credential is None or credential.tenant_id != caller.tenant_id:
+        raise errors.NotFound("No such credential.", code="credential_not_found")
+    return credential
+
+
+def list_credentials(
+    caller: Caller,
+    partner_id: int | None,
+    state: CredentialState | None,
+    per_page: int,
+    cursor: str | None,
+    store: Store | None = None,
+) -> tuple[list[Credential], ListMeta]:
+    """One page, newest first: one Query plus one read of the tenant's counters."""
+    store = store or default_store()
+    state_name = str(state) if state else None
+    scope = f"{caller.tenant_id}|CRED|{partner_id or ''}|{state_name or ''}|{per_page}"
+    start, page = pagination.decode(cursor, scope)
+    found, last = store.list_credentials(caller.tenant_id, partner_id, state_name, per_page, start)
+    total = store.stats(caller.tenant_id, "CRED").get(_counter(partner_id, state_name), 0)
+    meta = ListMeta(
+        page=page,
+        totalPages=max(1, math.ceil(total / per_page)),
+        totalItemsCount=total,
+        nextCursor=pagination.encode(last, page, scope),
+    )
+    return found, meta
+
+
+def _counter(partner_id: int | None, state: str | None) -> str:
+    if partner_id is not None and state is not None:
+        return f"ps:{partner_id}:{state}"
+    if partner_id is not None:
+        return f"p:{partner_id}"
+    return f"s:{state}" if state else "total"
+
+
+def update_credential(
+    caller: Caller, credential_id: str, request: PatchCredentialRequest, store: Store | None = None
+) -> Credential:
+    """Rename, disable (`enabled: false`) or reactivate (`enabled: true`) a credential."""
+    store = store or default_store()
+    before = get_credential(caller, credential_id, store)
+    after = replace(before, title=request.title or before.title, state=_next_state(before.state, request.enabled))
+    if after == before:
+        return before
+    after = replace(after, updated_at=clock.now().replace(microsecond=0), version=before.version + 1)
+    changes = {"title": after.title if after.title != before.title else None}
+    if after.state != before.state:
+        changes["state"] = str(after.state)
+    action = "updated" if after.state == before.state else ("disabled" if request.enabled is False else "enabled")
+    _write(store, before, after, audit.entry(credential_id, action, caller.actor, **changes))
+    return after
+
+
+def _next_state(current: CredentialState, enabled: bool | None) -> CredentialState:
+    if enabled is False:
+        return CredentialState.DISABLED
+    if enabled is True and current == CredentialState.DISABLED:
+        return CredentialState.ACTIVE
+    return current  # reactivating never skips a needed reauthorization
+
+
+def _write(store: Store, before: Credential, after: Credential, entry: dict[str, Any]) -> None:
+    try:
+        store.transact(*store.credential_write(before, after), store.put_audit(entry))
+    except ConditionFailed as exc:
+        raise errors.Conflict("The credential changed at the same time; try again.", code="concurrent_update") from exc
+
+
+def delete_credential(caller: Caller, credential_id: str, store: Store | None = None) -> None:
+    """Delete the credential and with it the only copy of its ciphertext; the audit trail remains until its TTL."""
+    store = store or default_store()
+    credential = get_credential(caller, credential_id, store)
+    try:
+        store.transact(
+            *store.credential_delete(credential),
+            store.put_audit(audit.entry(credential_id, "deleted", caller.actor)),
+        )
+    except ConditionFailed as exc:
+        raise errors.Conflict("The credential changed at the same time; try again.", code="concurrent_update") from exc
+
+
+def read_secret(caller: Caller, credential_id: str, store: Store | None = None) -> SecretOut:
+    """Decrypt and return the credential's values; audited. Disabled credentials keep their secret locked."""
+    store = store or default_store()
+    credential = get_credential(caller, credential_id, store)
+    if credential.state == CredentialState.DISABLED:
+        raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
+    context = crypto.context_for(credential.tenant_id, credential.id, PURPOSE)
+    sealed = json.loads(crypto.default().decrypt(credential.secret, context))
+    store.transact(store.put_audit(audit.entry(credential_id, "secret_read", caller.actor)))
+    return SecretOut(
+        id=credential.id, partnerId=credential.partner_id, authType=credential.auth_type, fields=sealed["fields"]
+    )
+
+
+def reauthorize(
+    caller: Caller, credential_id: str, request: ReauthorizeRequest, store: Store | None = None
+) -> tuple[ShareLink, str]:
+    """A new share link bound to this credential: completing it replaces the secret, keeping the id."""
+    store = store or default_store()
+    credential = get_credential(caller, credential_id, store)
+    link, token = links.create_link(
+        caller,
+        request,
+        store,
+        partner_id=credential.partner_id,
+        title=credential.title,
+        bound_credential_id=credential.id,
+    )
+    store.transact(store.put_audit(audit.entry(credential_id, "reauthorize_link_created", caller.actor, linkId=link.id)))
+    return link, token
+
+
+def list_audit(
+    caller: Caller, credential_id: str, per_page: int, cursor: str | None, store: Store | None = None
+) -> tuple[list[dict[str, Any]], CursorMeta]:
+    """The credential's audit entries, newest first."""
+    store = store or default_store()
+    get_credential(caller, credential_id, store)
+    scope = f"{caller.tenant_id}|AUDIT|{credential_id}|{per_page}"
+    start, page = pagination.decode(cursor, scope)
+    items, last = store.list_audit(credential_id, per_page, start)
+    return items, CursorMeta(page=page, nextCursor=pagination.encode(last, page, scope))

@@ -1,0 +1,115 @@
+"""HTML plumbing for the public connect pages: the resolver, page responses and form parsing.
+
+Every page goes out with the strict headers from `pages.security_headers()` (CSP without scripts,
+no-referrer, no-store, no framing). Errors become pages, never JSON: the customer is a person in a browser.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+from urllib.parse import parse_qsl
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+from grantlink import errors, pages
+from grantlink.connect import InvalidForm, OpenedLink
+from grantlink.observability import logger
+
+MAX_FORM_FIELDS = 50
+FIELD_PREFIX = "f_"
+
+
+PAGE_DESCRIPTIONS = {
+    200: "The page (HTML).",
+    303: "Connected: on to the tenant's allow-listed redirect URL with `status` and `credentialId`.",
+    400: "The form again, with each problem next to its field; the link is untouched.",
+    410: "One and the same page for unknown, used, revoked and expired links.",
+    413: "The form is larger than the limit.",
+    503: "A dependency is unavailable; nothing was changed; try again.",
+}
+
+
+def page_responses(*statuses: int) -> dict[int, OpenAPIResponse]:
+    """OpenAPI `responses` for HTML routes."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+    return {s: cast(OpenAPIResponse, {"description": PAGE_DESCRIPTIONS[s], "content": html}) for s in statuses}
+
+
+def page(status: int, body: str, headers: dict[str, str] | None = None, form_action: tuple[str, ...] = ()) -> Response:
+    all_headers = {**pages.security_headers(form_action_origins=form_action), **(headers or {})}
+    return Response(status, all_headers.pop("Content-Type"), body, headers=all_headers)
+
+
+def redirect(location: str) -> Response:
+    """A 303 See Other: the browser GETs `location` with no form body and no referrer."""
+    headers = pages.security_headers()
+    headers.pop("Content-Type")
+    return Response(303, "text/plain; charset=utf-8", "", headers={**headers, "Location": location})
+
+
+def build_page_resolver() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver()
+    app.exception_handler(errors.Gone)(lambda _: page(410, pages.gone_page()))
+    app.exception_handler(errors.GrantlinkError)(_error_page)
+    app.exception_handler(Exception)(_unexpected)
+    return app
+
+
+def _error_page(exc: errors.GrantlinkError) -> Response:
+    if exc.status >= 500:
+        heading, message = "Something went wrong", "We could not finish this just now. Please try again in a minute."
+    else:
+        heading, message = "We could not do that", exc.message
+    return page(exc.status, pages.message_page(heading=heading, message=message))
+
+
+def _unexpected(exc: Exception) -> Response:
+    logger.exception("unhandled error on a page", extra={"error": type(exc).__name__})
+    return _error_page(errors.GrantlinkError())
+
+
+def form_fields(event: APIGatewayProxyEventV2) -> dict[str, str]:
+    """The urlencoded form (API Gateway may base64 it); the first value of each name; bounded."""
+    pairs = parse_qsl(event.decoded_body or "", keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        form.setdefault(name, value)
+    return form
+
+
+def split_form(form: dict[str, str]) -> tuple[str, str, dict[str, str]]:
+    """(link id, token, the partner's fields by name)."""
+    fields = {k[len(FIELD_PREFIX) :]: v for k, v in form.items() if k.startswith(FIELD_PREFIX)}
+    return form.get("id", ""), form.get("token", ""), fields
+
+
+def form_page(opened: OpenedLink, token: str, problem: InvalidForm | None = None, notice: str | None = None) -> str:
+    provider = opened.provider
+    views = [
+        pages.FieldView(
+            name=f.name,
+            label=f.label,
+            help=f.help,
+            secret=f.secret,
+            required=f.required,
+            placeholder=f.placeholder,
+            value="" if f.secret or problem is None else problem.values.get(f.name, ""),
+            error=problem.errors.get(f.name) if problem else None,
+        )
+        for f in provider.fields
+    ]
+    return pages.form_page(
+        link_id=opened.link.id,
+        token=token,
+        link_title=opened.link.title,
+        partner_name=provider.name,
+        description=provider.description,
+        fields=views,
+        form_error=problem.form_error if problem else None,
+        notice=notice,
+        oauth=provider.auth_type == "oauth2",
+    )
+
+
