@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlencode
 
 from infra.local import template
 from infra.local.gateway import LambdaContext, load_module
@@ -32,11 +34,17 @@ def event(name: str, **changes: Any) -> dict[str, Any]:
         body = changes["body"]
         data["body"] = body if isinstance(body, str) else json.dumps(body)
         data["headers"]["content-type"] = "application/json"
+        data["isBase64Encoded"] = False
+    if "form" in changes:
+        encoded = urlencode(changes["form"]).encode()
+        data["body"] = base64.b64encode(encoded).decode()  # as API Gateway delivers forms
+        data["isBase64Encoded"] = True
+        data["headers"]["content-type"] = "application/x-www-form-urlencoded"
     data["headers"].update({k.lower(): v for k, v in changes.get("headers", {}).items()})
     if "path_id" in changes:
         data["pathParameters"] = {"id": changes["path_id"]}
-        prefix = data["rawPath"].rsplit("/", 1)[0]
-        data["rawPath"] = context["http"]["path"] = f"{prefix}/{changes['path_id']}"
+        template = data["routeKey"].split(" ", 1)[1]
+        data["rawPath"] = context["http"]["path"] = template.replace("{id}", changes["path_id"])
     if "query" in changes:
         query = changes["query"]
         data["queryStringParameters"] = {k: str(v) for k, v in query.items()} or None
@@ -50,9 +58,14 @@ def function(name: str) -> ModuleType:
     return load_module(spec)
 
 
+def call(name: str, evt: dict[str, Any]) -> dict[str, Any]:
+    """Call a function's handler; returns its raw API Gateway response."""
+    return function(name).lambda_handler(evt, LambdaContext(function_name=name, timeout_seconds=10))
+
+
 def invoke(name: str, evt: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Call a function's handler; returns (status, JSON body, headers)."""
-    result = function(name).lambda_handler(evt, LambdaContext(function_name=name, timeout_seconds=10))
+    """Call a JSON function's handler; returns (status, JSON body, headers)."""
+    result = call(name, evt)
     return result["statusCode"], json.loads(result["body"]), result.get("headers", {})
 
 

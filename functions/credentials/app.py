@@ -92,7 +92,7 @@ def read_secret(id: CredentialId, caller: Tenant) -> Response[SecretEnvelope]:
 def reauthorize(
     id: CredentialId, caller: Tenant, base: Base, body: ReauthorizeRequest | None = None
 ) -> Response[ShareLinkEnvelope]:
-    link, token = connections.reauthorize(caller, id, body or ReauthorizeRequest())
+    link, token = connections.reauthorize(caller, id, body or ReauthorizeRequest.model_validate({}))
     return api.ok(link.to_out(token, base), 201)
 
 

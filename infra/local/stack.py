@@ -46,11 +46,14 @@ class LocalStack:
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from infra.local import moto_atomic
+
+        moto_atomic.install()
         self.aws_port = self.aws_port or free_port()
         self.oauth_port = self.oauth_port or free_port()
         self._moto = ThreadedMotoServer(ip_address=LOCAL, port=self.aws_port, verbose=False)
         self._moto.start()
-        self._server = ThreadingHTTPServer((LOCAL, self.port), _handler_class(self))
+        self._server = _Server((LOCAL, self.port), _handler_class(self))
         self.port = int(self._server.server_address[1])
         self._configure_environment()
         tpl = template.load()
@@ -112,6 +115,11 @@ class LocalStack:
         self._server.shutdown()
         self._server.server_close()
         self._moto.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 resets connections under a burst of concurrent requests
 
 
 def _gateway(tpl: dict[str, Any], resolver: template.Resolver) -> Gateway:

@@ -63,6 +63,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 class Http(requests.Session):
     """requests with a timeout on every call: a hung server fails the test instead of hanging it."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+        self.mount("http://", adapter)
+
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", 30)
         return super().request(*args, **kwargs)

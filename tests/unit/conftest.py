@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from infra.local import resources, template
+from infra.local import moto_atomic, resources, template
 from tests.helpers import START, FrozenClock
 
 CONNECT = "https://connect.example.test"
@@ -44,6 +44,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setenv("AWS_REGION", resources.REGION)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    moto_atomic.install()
     with mock_aws():
         tpl = template.load()
         resolver = resources.provision(tpl, lambda s: boto3.client(s, region_name=resources.REGION), "unit")

@@ -6,6 +6,7 @@ the same transaction as the change they describe where there is one.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from grantlink.config import settings
 from grantlink.models import AuditEntryOut
 
 CUSTOMER = "customer"  # the end customer, through the connect page
+_sequence = itertools.count()  # orders entries written within one clock tick by this process
 
 
 def entry(credential_id: str, action: str, actor: str, **details: Any) -> dict[str, Any]:
@@ -23,7 +25,7 @@ def entry(credential_id: str, action: str, actor: str, **details: Any) -> dict[s
     at = clock.iso(now)
     return {
         "pk": f"CRED#{credential_id}",
-        "sk": f"AUDIT#{at}#{secrets.token_hex(4)}",
+        "sk": f"AUDIT#{now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{next(_sequence):010d}{secrets.token_hex(2)}",
         "type": "audit",
         "at": at,
         "action": action,

@@ -149,9 +149,7 @@ def _bound_credential(link: ShareLink, store: Store) -> Credential | None:
     return credential
 
 
-def consume(
-    link: ShareLink, token: str, credential: Credential, before: Credential | None, store: Store
-) -> ShareLink:
+def consume(link: ShareLink, token: str, credential: Credential, before: Credential | None, store: Store) -> ShareLink:
     """The single-use step: one transaction; losing a race (or a token gone stale) is `Gone`."""
     granted = replace(
         link, status=LinkStatus.GRANTED, credential_id=credential.id, token_hash="", version=link.version + 1

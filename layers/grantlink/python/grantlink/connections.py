@@ -136,15 +136,12 @@ def reauthorize(
     """A new share link bound to this credential: completing it replaces the secret, keeping the id."""
     store = store or default_store()
     credential = get_credential(caller, credential_id, store)
-    link, token = links.create_link(
-        caller,
-        request,
-        store,
-        partner_id=credential.partner_id,
-        title=credential.title,
-        bound_credential_id=credential.id,
+    link, token = links.issue_link(
+        caller, credential.partner_id, credential.title, request, store, bound_credential_id=credential.id
     )
-    store.transact(store.put_audit(audit.entry(credential_id, "reauthorize_link_created", caller.actor, linkId=link.id)))
+    store.transact(
+        store.put_audit(audit.entry(credential_id, "reauthorize_link_created", caller.actor, linkId=link.id))
+    )
     return link, token
 
 

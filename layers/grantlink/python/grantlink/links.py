@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from grantlink import clock, errors, pagination, providers, tenants
 from grantlink.config import settings
-from grantlink.models import Caller, CreateLinkRequest, LinkStatus, ListMeta, ShareLink
+from grantlink.models import Caller, CreateLinkRequest, LinkOptions, LinkStatus, ListMeta, ShareLink
 from grantlink.store import ConditionFailed, Store
 from grantlink.store import default as default_store
 
@@ -50,33 +50,36 @@ def _cleanup_ttl(link: ShareLink) -> int:
     return int((link.expires_at + timedelta(days=settings().link_retention_days)).timestamp())
 
 
-def create_link(
+def create_link(caller: Caller, request: CreateLinkRequest, store: Store | None = None) -> tuple[ShareLink, str]:
+    """Create a waiting link for `request.partnerId`; returns the link and its raw token (shown once)."""
+    return issue_link(caller, request.partnerId, request.title, request, store)
+
+
+def issue_link(
     caller: Caller,
-    request: CreateLinkRequest | ReauthorizeRequest,
+    partner_id: int,
+    title: str,
+    options: LinkOptions,
     store: Store | None = None,
-    *,
-    partner_id: int | None = None,
-    title: str | None = None,
     bound_credential_id: str | None = None,
 ) -> tuple[ShareLink, str]:
-    """Create a waiting link; returns the link and its raw token (shown once). A reauthorize link is bound
-    to an existing credential (`bound_credential_id`): completing it replaces that credential's secret."""
+    """A new waiting link. A reauthorize link is bound to an existing credential (`bound_credential_id`):
+    completing it replaces that credential's secret and keeps its id."""
     store = store or default_store()
-    partner_id = partner_id or getattr(request, "partnerId", 0)
     if providers.find(partner_id) is None:
         raise errors.UnprocessableEntity(f"Unknown partner {partner_id}.", code="unknown_partner")
-    redirect = tenants.check_redirect(caller.tenant_id, request.redirectUrl, store) if request.redirectUrl else None
+    redirect = tenants.check_redirect(caller.tenant_id, options.redirectUrl, store) if options.redirectUrl else None
     token, token_hash = new_token()
     created = clock.now().replace(microsecond=0)
     link = ShareLink(
         id=new_link_id(),
         tenant_id=caller.tenant_id,
         partner_id=partner_id,
-        title=title or getattr(request, "title", ""),
+        title=title,
         status=LinkStatus.WAITING,
         token_hash=token_hash,
         created_at=created,
-        expires_at=created + _lifetime(request.expiresInHours),
+        expires_at=created + _lifetime(options.expiresInHours),
         bound_credential_id=bound_credential_id,
         credential_id=bound_credential_id,
         redirect_url=redirect,

@@ -111,5 +111,3 @@ def form_page(opened: OpenedLink, token: str, problem: InvalidForm | None = None
         notice=notice,
         oauth=provider.auth_type == "oauth2",
     )
-
-
