@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, Response, expect
 
 from tests.e2e.conftest import PageLog
-from tests.integration.conftest import http, url
+from tests.stack import http, url
 
 LINKS = "/credentials/grant-access-sharing"
 DEMO_APIKEY, DEMO_BASIC = 9001, 9002

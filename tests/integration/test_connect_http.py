@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import http, new_tenant, url
+from tests.stack import http, new_tenant, url
 
 pytestmark = pytest.mark.integration
 LINKS = "/credentials/grant-access-sharing"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.local import template
-from tests.integration.conftest import ROOT, http, new_tenant, start_stack, url
+from tests.stack import ROOT, http, new_tenant, start_stack, url
 
 LINKS = "/credentials/grant-access-sharing"
 pytestmark = __import__("pytest").mark.integration

@@ -1,21 +1,18 @@
-"""Integration fixtures: a real local stack in a subprocess, on free ports, stopped by its pid."""
+"""The real local stack in a subprocess, on free ports, stopped by its pid; and HTTP helpers."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60
 
 
@@ -46,18 +43,6 @@ def stop_stack(process: subprocess.Popen[bytes]) -> int:
     except subprocess.TimeoutExpired:
         os.kill(process.pid, signal.SIGKILL)
         return process.wait()
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The running local stack's state: apiUrl, awsEndpoint, apiKey, tenantId, table, stateFile, log."""
-    folder = tmp_path_factory.mktemp("stack")
-    state_file, log_file = folder / "stack.json", folder / "stack.log"
-    process = start_stack(state_file, log_file)
-    state = json.loads(state_file.read_text())
-    state.update(stateFile=str(state_file), log=str(log_file))
-    yield state
-    stop_stack(process)
 
 
 class Http(requests.Session):
