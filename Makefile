@@ -11,7 +11,7 @@ PORT ?= 3000
 CODE := layers/grantlink/python/grantlink functions infra tests bench
 
 
-.PHONY: help install system run test unit integration lint openapi tenant build deploy bench clean
+.PHONY: help install system run test unit integration lint openapi tenant redirects build deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,9 +46,13 @@ lint: install ## ruff, mypy and cfn-lint
 openapi: install ## regenerate openapi.json from the resolvers
 	$(BIN)/python -m infra.openapi
 
-tenant: install ## create a tenant: make tenant NAME=acme [SCOPES=links:write,...] [STACK=<cloudformation stack>]
-	@test -n "$(NAME)" || { echo "usage: make tenant NAME=acme [SCOPES=...] [STACK=...]"; exit 2; }
-	@$(BIN)/python -m infra.scripts.tenant --name "$(NAME)" --scopes "$(SCOPES)" --stack "$(STACK)"
+tenant: install ## create a tenant: make tenant NAME=acme [SCOPES=links:write,...] [REDIRECTS=https://…] [STACK=…]
+	@test -n "$(NAME)" || { echo "usage: make tenant NAME=acme [SCOPES=...] [REDIRECTS=...] [STACK=...]"; exit 2; }
+	@$(BIN)/python -m infra.scripts.tenant --name "$(NAME)" --scopes "$(SCOPES)" --redirects "$(REDIRECTS)" --stack "$(STACK)"
+
+redirects: install ## replace a tenant's redirect allow-list: make redirects TENANT=tnt_… REDIRECTS=https://a,https://b
+	@test -n "$(TENANT)" || { echo "usage: make redirects TENANT=tnt_... REDIRECTS=https://app.example.com [STACK=...]"; exit 2; }
+	@$(BIN)/python -m infra.scripts.tenant --tenant-id "$(TENANT)" --redirects "$(REDIRECTS)" --stack "$(STACK)"
 
 $(SAM_VENV)/bin/sam:
 	$(PYTHON) -m venv $(SAM_VENV)

@@ -67,9 +67,15 @@ def url(stack: dict[str, Any], path: str) -> str:
 
 def new_tenant(stack: dict[str, Any], name: str, scopes: str = "") -> str:
     """Create a tenant the way `make tenant` does; returns its API key."""
+    return new_tenant_and_id(stack, name, scopes)[1]
+
+
+def new_tenant_and_id(stack: dict[str, Any], name: str, scopes: str = "") -> tuple[str, str]:
+    """Create a tenant the way `make tenant` does; returns (tenant id, API key)."""
     result = subprocess.run(
         [sys.executable, "-m", "infra.scripts.tenant", "--name", name, "--scopes", scopes,
          "--state-file", stack["stateFile"]],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("API key: "))
+    said = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+    return said["Tenant"].strip(), said["API key"].strip()

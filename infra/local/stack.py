@@ -23,6 +23,8 @@ from infra.local import resources, template
 from infra.local.gateway import Gateway, Reply, Request, check_every_function_is_declared, load_handler
 
 LOCAL = "127.0.0.1"
+# Where the demo tenant may send customers after connecting (a local app of yours, say).
+DEMO_REDIRECTS = ("http://localhost:8080", "http://127.0.0.1:8080")
 # Local-only endpoints beside the API: path -> handler(request) -> Reply
 Extra = Callable[[Request], Reply]
 
@@ -94,7 +96,7 @@ class LocalStack:
         from grantlink import config, tenants
 
         config.reset()
-        self.tenant_id, self.api_key = tenants.create_tenant("demo")
+        self.tenant_id, self.api_key = tenants.create_tenant("demo", redirect_origins=DEMO_REDIRECTS)
 
     def state(self) -> dict[str, Any]:
         return {

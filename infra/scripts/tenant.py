@@ -1,5 +1,6 @@
-"""`make tenant NAME=acme [SCOPES=links:write,credentials:read] [STACK=grantlink]`: create a tenant and
-print its API key once.
+"""`make tenant NAME=acme [SCOPES=links:write,credentials:read] [REDIRECTS=https://app.example.com] [STACK=…]`:
+create a tenant and print its API key once. `make redirects TENANT=tnt_… REDIRECTS=…` replaces an existing
+tenant's redirect allow-list.
 
 Without STACK it talks to the running local stack (found through .local/stack.json, written by `make run`);
 with STACK it finds the table in that CloudFormation stack's outputs and uses the usual AWS credentials.
@@ -42,8 +43,10 @@ def _use_stack(name: str) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name", default="")
     parser.add_argument("--scopes", default="")
+    parser.add_argument("--redirects", default="", help="allowed redirect origins, comma-separated")
+    parser.add_argument("--tenant-id", default="", help="update this tenant's redirect allow-list instead")
     parser.add_argument("--stack", default="")
     parser.add_argument("--state-file", type=Path, default=STATE, help="the local stack's state (make run writes it)")
     args = parser.parse_args(argv)
@@ -53,8 +56,15 @@ def main(argv: list[str]) -> int:
         _use_local_stack(args.state_file)
     from grantlink import errors, tenants
 
+    origins = tuple(o for o in args.redirects.replace(" ", ",").split(",") if o)
     try:
-        tenant_id, key = tenants.create_tenant(args.name, tenants.parse_scopes(args.scopes))
+        if args.tenant_id:
+            allowed = tenants.set_redirect_origins(args.tenant_id, origins)
+            print(f"Tenant {args.tenant_id} may now redirect to: {', '.join(allowed) or '(nowhere)'}")
+            return 0
+        if not args.name:
+            raise SystemExit("error: NAME is required")
+        tenant_id, key = tenants.create_tenant(args.name, tenants.parse_scopes(args.scopes), origins)
     except errors.GrantlinkError as exc:
         raise SystemExit(f"error: {exc.message}") from exc
     print(f"Tenant:  {tenant_id}")

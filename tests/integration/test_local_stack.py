@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from infra.local import template
-from tests.stack import ROOT, http, new_tenant, start_stack, url
+from tests.stack import ROOT, http, new_tenant, new_tenant_and_id, start_stack, url
 
 LINKS = "/credentials/grant-access-sharing"
 pytestmark = __import__("pytest").mark.integration
@@ -140,3 +142,22 @@ def test_sam_env_file_points_sam_local_at_the_stack(stack: dict[str, Any]) -> No
     parameters = json.loads((Path(stack["stateFile"]).with_name("sam-env.json")).read_text())["Parameters"]
     assert parameters["AWS_ENDPOINT_URL"] == stack["awsEndpoint"]
     assert parameters["GRANTLINK_TABLE"] == stack["table"]
+
+
+def test_redirect_allow_list_is_managed_with_make_redirects(stack: dict[str, Any]) -> None:
+    """O9 over HTTP: a redirect is refused until the tenant allows its origin (`make redirects`); then the
+    customer lands there with status and credentialId."""
+    tenant_id, key = new_tenant_and_id(stack, "redirecting")
+    body = {"partnerId": 9001, "title": "r", "redirectUrl": "https://app.example.com/done"}
+    refused = http.post(url(stack, LINKS), json=body, headers=auth(key))
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "redirect_not_allowed")
+    subprocess.run(
+        [sys.executable, "-m", "infra.scripts.tenant", "--tenant-id", tenant_id, "--redirects",
+         "https://app.example.com", "--state-file", stack["stateFile"]],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    link = http.post(url(stack, LINKS), json=body, headers=auth(key)).json()["data"]
+    form = {"id": link["id"], "token": link["token"], "f_apiKey": "k-123"}
+    done = http.post(url(stack, "/connect"), data=form, allow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("https://app.example.com/done?status=1&credentialId=crd_")
