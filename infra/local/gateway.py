@@ -48,13 +48,13 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def load_module(spec: FunctionSpec) -> ModuleType:
-    """Import functions/<name>/<module>.py once, under a unique module name."""
+def load_module(spec: FunctionSpec, instance: int = 0) -> ModuleType:
+    """Import functions/<name>/<module>.py once per `instance`, under a unique module name."""
     module_name = spec.handler.rpartition(".")[0]
     path = ROOT / "functions" / spec.name / f"{module_name}.py"
     if not path.is_file():
         raise RuntimeError(f"template.yaml names {spec.logical_id} → {path}, which does not exist")
-    unique = f"grantlink_fn_{spec.name}"
+    unique = f"grantlink_fn_{spec.name}" + (f"_{instance}" if instance else "")
     if unique in sys.modules:
         return sys.modules[unique]
     loaded = importlib.util.spec_from_file_location(unique, path)
@@ -65,10 +65,10 @@ def load_module(spec: FunctionSpec) -> ModuleType:
     return module
 
 
-def load_handler(spec: FunctionSpec) -> Handler:
-    """The handler a function's `Handler:` names."""
+def load_handler(spec: FunctionSpec, instance: int = 0) -> Handler:
+    """The handler a function's `Handler:` names (in its own module instance: its own "execution environment")."""
     attribute = spec.handler.rpartition(".")[2]
-    module = load_module(spec)
+    module = load_module(spec, instance)
     handler = getattr(module, attribute, None)
     if not callable(handler):
         raise RuntimeError(f"{module.__file__} has no handler {attribute!r}")
@@ -106,6 +106,34 @@ def _compile(path: str) -> re.Pattern[str]:
     return re.compile(f"^{pattern}$")
 
 
+class Environments:
+    """Lambda runs one request at a time per execution environment and adds environments under load. Each
+    environment here is its own import of the handler module (its own resolver, its own per-request state),
+    handed to one request at a time, so concurrent requests never share a Powertools resolver."""
+
+    def __init__(self, spec: FunctionSpec, first: Handler) -> None:
+        self.spec = spec
+        self._idle: list[Handler] = [first]
+        self._count = 1
+        self._lock = threading.Lock()
+
+    def invoke(self, event: dict[str, Any], context: Any) -> Any:
+        handler = self._take()
+        try:
+            return handler(event, context)
+        finally:
+            with self._lock:
+                self._idle.append(handler)
+
+    def _take(self) -> Handler:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            self._count += 1
+            instance = self._count
+        return load_handler(self.spec, instance)
+
+
 class Gateway:
     def __init__(
         self,
@@ -118,7 +146,8 @@ class Gateway:
     ) -> None:
         self.routes = [(r, _compile(r.path)) for r in routes if r.path != "$default"]
         self.default = next((r for r in routes if r.path == "$default"), None)
-        self.handlers, self.specs = handlers, specs
+        self.environments = {lid: Environments(specs[lid], handler) for lid, handler in handlers.items()}
+        self.specs = specs
         self.authorizer_id, identity = authorizer
         self.identity_headers = [h.lower() for h in identity.get("Headers", [])]
         self.cache_seconds = cache_seconds
@@ -163,7 +192,7 @@ class Gateway:
             auth_event["routeArn"] = (
                 f"arn:aws:execute-api:us-east-1:123456789012:{self.api_id}/$default/{request.method}{request.path}"
             )
-            answer = self.handlers[self.authorizer_id](auth_event, self._context(self.authorizer_id))
+            answer = self.environments[self.authorizer_id].invoke(auth_event, self._context(self.authorizer_id))
             if self.cache_seconds:
                 with self._lock:
                     self._cache[identity] = (time.monotonic() + self.cache_seconds, answer)
@@ -176,7 +205,7 @@ class Gateway:
 
     def _invoke(self, logical_id: str, event: dict[str, Any]) -> Reply:
         try:
-            result = self.handlers[logical_id](event, self._context(logical_id))
+            result = self.environments[logical_id].invoke(event, self._context(logical_id))
         except Exception:  # noqa: BLE001 - API Gateway turns a crashed function into a bare 500
             import traceback
 
