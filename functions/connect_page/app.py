@@ -6,7 +6,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from grantlink import api, connect, pages, web
+from grantlink import api, connect, pages, providers, web
 from grantlink.observability import logger, metrics, tracer
 
 app = web.build_page_resolver()
@@ -16,8 +16,7 @@ app = web.build_page_resolver()
 def show() -> Response[str]:
     link_id = app.current_event.get_query_string_value("id", "") or ""
     token = app.current_event.get_query_string_value("token", "") or ""
-    opened = connect.open_link(link_id, token)
-    return web.page(200, web.form_page(opened, token))
+    return web.show_form(connect.open_link(link_id, token), token)
 
 
 @app.post(
@@ -31,10 +30,19 @@ def submit() -> Response[str]:
         done = connect.submit(link_id, token, fields)
     except connect.InvalidForm as problem:
         assert problem.opened is not None
-        return web.page(400, web.form_page(problem.opened, token, problem))
+        return web.show_form(problem.opened, token, problem, status=400)
     if done.redirect_to:
         return web.redirect(done.redirect_to)
     return web.page(200, pages.success_page(partner_name=done.provider.name, link_title=done.link.title))
+
+
+@app.get(
+    "/connect/done", summary="Where the browser lands after connecting through OAuth", responses=web.page_responses(200)
+)
+def done() -> Response[str]:
+    partner = app.current_event.get_query_string_value("partner", "") or ""
+    provider = providers.find(int(partner)) if partner.isascii() and partner.isdigit() and len(partner) < 10 else None
+    return web.page(200, pages.success_page(partner_name=provider.name if provider else "Your account"))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

@@ -4,15 +4,27 @@ import math
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from grantlink import api, errors, providers
-from grantlink.models import ListMeta, PartnerEnvelope, PartnerListEnvelope
+from grantlink import api, errors, oauth, providers
+from grantlink.models import (
+    Caller,
+    Deleted,
+    DeletedEnvelope,
+    ListMeta,
+    OAuthAppEnvelope,
+    OAuthAppRequest,
+    PartnerEnvelope,
+    PartnerListEnvelope,
+)
 from grantlink.observability import logger, metrics, tracer
 
 app = api.build_resolver()
+Tenant = Annotated[Caller, Depends(api.current_caller)]
+Redirect = Annotated[str, Depends(api.oauth_redirect_uri)]
 
 
 @app.get(
@@ -44,6 +56,40 @@ def get_partner(id: Annotated[str, Path(max_length=20)]) -> Response[PartnerEnve
     if provider is None:
         raise errors.NotFound("No such partner.", code="partner_not_found")
     return api.ok(provider.public_view())
+
+
+PartnerId = Annotated[int, Path(gt=0, le=2**31 - 1)]
+APP = api.success_response(200, OAuthAppEnvelope, "The tenant's OAuth app for this partner (never the secret).")
+
+
+@app.put(
+    "/partners/<id>/oauth-app",
+    summary="Set your own OAuth client for a partner (the secret is stored encrypted)",
+    responses=APP | api.error_responses(400, 401, 403, 404, 413, 422, 503),
+)
+def put_oauth_app(
+    id: PartnerId, body: OAuthAppRequest, caller: Tenant, redirect: Redirect
+) -> Response[OAuthAppEnvelope]:
+    return api.ok(oauth.put_app(caller, id, body, redirect))
+
+
+@app.get(
+    "/partners/<id>/oauth-app",
+    summary="Your OAuth client for a partner",
+    responses=APP | api.error_responses(401, 403, 404, 422),
+)
+def get_oauth_app(id: PartnerId, caller: Tenant, redirect: Redirect) -> Response[OAuthAppEnvelope]:
+    return api.ok(oauth.get_app(caller, id, redirect))
+
+
+@app.delete(
+    "/partners/<id>/oauth-app",
+    summary="Remove your OAuth client for a partner",
+    responses=api.success_response(200, DeletedEnvelope, "Removed.") | api.error_responses(401, 403, 404, 422),
+)
+def delete_oauth_app(id: PartnerId, caller: Tenant) -> Response[DeletedEnvelope]:
+    oauth.delete_app(caller, id)
+    return api.ok(Deleted(id=str(id)))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

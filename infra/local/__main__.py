@@ -29,6 +29,7 @@ def main() -> int:
     print(f"grantlink local stack is up\n  API URL:      {stack.api_url}", flush=True)
     print(f"  API key:      {stack.api_key}", flush=True)
     print(f"  AWS endpoint: {stack.aws_endpoint}", flush=True)
+    print(f"  OAuth server: http://127.0.0.1:{stack.oauth_port} (demo-oauth, partner 9003)", flush=True)
     print(f"  OpenAPI:      {stack.api_url}/docs\n  (Ctrl-C stops it)", flush=True)
     stopping.wait()
     stack.stop()

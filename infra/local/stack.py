@@ -7,8 +7,11 @@ stop it by process id.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from infra.local.gateway import Gateway, Reply, Request, check_every_function_is
 LOCAL = "127.0.0.1"
 # Where the demo tenant may send customers after connecting (a local app of yours, say).
 DEMO_REDIRECTS = ("http://localhost:8080", "http://127.0.0.1:8080")
+DEMO_OAUTH_PARTNER = 9003
 # Local-only endpoints beside the API: path -> handler(request) -> Reply
 Extra = Callable[[Request], Reply]
 
@@ -53,6 +57,7 @@ class LocalStack:
         moto_atomic.install()
         self.aws_port = self.aws_port or free_port()
         self.oauth_port = self.oauth_port or free_port()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access lines
         self._moto = ThreadedMotoServer(ip_address=LOCAL, port=self.aws_port, verbose=False)
         self._moto.start()
         self._server = _Server((LOCAL, self.port), _handler_class(self))
@@ -66,12 +71,17 @@ class LocalStack:
         os.environ.update(self.env)
         self.gateway = _gateway(tpl, resolver)
         self.extras = _extras()
+        self._start_oauth_server()
         self._seed_demo_tenant()
         threading.Thread(target=self._server.serve_forever, name="api", daemon=True).start()
 
     @property
     def api_url(self) -> str:
         return f"http://{LOCAL}:{self.port}"
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.api_url}/oauth/callback"
 
     @property
     def aws_endpoint(self) -> str:
@@ -88,15 +98,39 @@ class LocalStack:
             "GRANTLINK_LOCAL_DEMO": "true",
             "GRANTLINK_DEMO_BASE_URL": self.api_url,
             "GRANTLINK_DEMO_OAUTH_URL": f"http://{LOCAL}:{self.oauth_port}",
+            "GRANTLINK_ALLOW_PRIVATE_TARGETS": "true",  # the demo partners live on 127.0.0.1
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
 
+    def _start_oauth_server(self) -> None:
+        """oauth2-mock-server (npm) on 127.0.0.1, the authorization server of the demo-oauth partner."""
+        script = template.ROOT / "infra/local/oauth_server.mjs"
+        if not (template.ROOT / "node_modules/oauth2-mock-server").is_dir():
+            raise RuntimeError("node_modules is missing: run `make system` (npm ci) first")
+        ttl = os.environ.get("GRANTLINK_DEMO_TOKEN_TTL", "3600")
+        node = shutil.which("node")
+        if node is None:
+            raise RuntimeError("Node.js is missing: the demo OAuth server needs it")
+        self._oauth = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+            [node, str(script), "--port", str(self.oauth_port), "--token-ttl", ttl],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._oauth.stdout is not None
+        line = self._oauth.stdout.readline()  # {"issuer": ...} once it listens
+        if not line.startswith("{"):
+            raise RuntimeError("the demo OAuth server did not start")
+
     def _seed_demo_tenant(self) -> None:
-        from grantlink import config, tenants
+        """The demo tenant, with its own OAuth app for demo-oauth (the mock server accepts any client)."""
+        from grantlink import config, oauth, tenants
+        from grantlink.models import Caller, OAuthAppRequest
 
         config.reset()
         self.tenant_id, self.api_key = tenants.create_tenant("demo", redirect_origins=DEMO_REDIRECTS)
+        app = OAuthAppRequest.model_validate({"clientId": "grantlink-demo", "clientSecret": "demo-client-secret"})
+        oauth.put_app(Caller(self.tenant_id), DEMO_OAUTH_PARTNER, app, self.redirect_uri)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -106,6 +140,7 @@ class LocalStack:
             "apiKey": self.api_key,
             "tenantId": self.tenant_id,
             "table": self.env.get("GRANTLINK_TABLE"),
+            "oauthIssuer": f"http://{LOCAL}:{self.oauth_port}",
         }
 
     def sam_env(self) -> dict[str, Any]:
@@ -114,6 +149,8 @@ class LocalStack:
         return {"Parameters": {k: v for k, v in {**os.environ, **self.env}.items() if k.startswith(keep)}}
 
     def stop(self) -> None:
+        self._oauth.terminate()
+        self._oauth.wait(timeout=10)
         self._server.shutdown()
         self._server.server_close()
         self._moto.stop()

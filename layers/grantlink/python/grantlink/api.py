@@ -82,11 +82,23 @@ def _event(request: Request) -> APIGatewayProxyEventV2:
 def connect_base(request: Request) -> str:
     """A `Depends()` provider: where links point. Configured, or else the API's own execute-api URL built
     from the API id that API Gateway stamps on the event. Never from the Host header (SECURITY.md T6)."""
+    return base_for_api(_event(request).request_context.api_id)
+
+
+def base_for_api(api_id: str) -> str:
+    """The configured connect base URL, else the execute-api URL of the API with this id."""
     configured = settings().connect_base_url.rstrip("/")
-    if configured:
-        return configured
-    api_id = _event(request).request_context.api_id
-    return f"https://{api_id}.execute-api.{settings().aws_region}.amazonaws.com"
+    return configured or f"https://{api_id}.execute-api.{settings().aws_region}.amazonaws.com"
+
+
+def oauth_redirect_uri(request: Request) -> str:
+    """A `Depends()` provider: the OAuth redirect URI — configured, or the connect base + /oauth/callback.
+    Never taken from the request (SECURITY.md O4)."""
+    return redirect_uri_for_api(_event(request).request_context.api_id)
+
+
+def redirect_uri_for_api(api_id: str) -> str:
+    return settings().oauth_redirect_uri or f"{base_for_api(api_id)}/oauth/callback"
 
 
 def current_caller(request: Request) -> Caller:

@@ -7,13 +7,12 @@ and it is audited.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 from typing import Any
 
-from grantlink import audit, clock, crypto, errors, links, pagination
-from grantlink.connect import CREDENTIAL_ID_PREFIX, PURPOSE
+from grantlink import audit, clock, errors, links, oauth, pagination
+from grantlink.connect import CREDENTIAL_ID_PREFIX
 from grantlink.models import (
     Caller,
     Credential,
@@ -122,12 +121,23 @@ def read_secret(caller: Caller, credential_id: str, store: Store | None = None) 
     credential = get_credential(caller, credential_id, store)
     if credential.state == CredentialState.DISABLED:
         raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
-    context = crypto.context_for(credential.tenant_id, credential.id, PURPOSE)
-    sealed = json.loads(crypto.default().decrypt(credential.secret, context))
+    if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
+        raise errors.Conflict("This credential needs reauthorizing first.", code="reauthorization_required")
+    values = oauth.fresh_values(credential, store)
     store.transact(store.put_audit(audit.entry(credential_id, "secret_read", caller.actor)))
     return SecretOut(
-        id=credential.id, partnerId=credential.partner_id, authType=credential.auth_type, fields=sealed["fields"]
+        id=credential.id,
+        partnerId=credential.partner_id,
+        authType=credential.auth_type,
+        fields=shown(credential, values),
     )
+
+
+def shown(credential: Credential, values: dict[str, Any]) -> dict[str, str]:
+    """What the secret endpoint returns: everything for API keys and logins; for OAuth the access token and
+    its details, not the refresh token (grantlink keeps the grant fresh itself)."""
+    hidden = {"refreshToken"} if credential.auth_type == "oauth2" else set()
+    return {k: str(v) for k, v in values.items() if k not in hidden}
 
 
 def reauthorize(

@@ -66,8 +66,14 @@ def issue_link(
     """A new waiting link. A reauthorize link is bound to an existing credential (`bound_credential_id`):
     completing it replaces that credential's secret and keeps its id."""
     store = store or default_store()
-    if providers.find(partner_id) is None:
+    provider = providers.find(partner_id)
+    if provider is None:
         raise errors.UnprocessableEntity(f"Unknown partner {partner_id}.", code="unknown_partner")
+    if provider.oauth is not None and store.get_oauth_app(caller.tenant_id, partner_id) is None:
+        raise errors.UnprocessableEntity(
+            f"Set an OAuth app for {provider.name} first (PUT /partners/{partner_id}/oauth-app).",
+            code="oauth_app_missing",
+        )
     redirect = tenants.check_redirect(caller.tenant_id, options.redirectUrl, store) if options.redirectUrl else None
     token, token_hash = new_token()
     created = clock.now().replace(microsecond=0)

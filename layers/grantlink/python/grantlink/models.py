@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from grantlink import clock
 
@@ -127,7 +127,9 @@ class CredentialOut(ApiModel):
     dateUpdated: str
     hint: str | None = Field(description="A masked hint of the secret (its last 4 characters), or null if short.")
     lastTest: dict[str, Any] | None = None
-    accessExpiresAt: str | None = None
+    accessExpiresAt: str | None = Field(None, description="When the OAuth access token expires.")
+    lastRefreshedAt: str | None = Field(None, description="When grantlink last refreshed the OAuth token.")
+    refreshFailures: int = Field(0, description="Failed refresh attempts since the last success.")
 
 
 class CredentialEnvelope(ApiModel):
@@ -179,6 +181,29 @@ class Deleted(ApiModel):
 class DeletedEnvelope(ApiModel):
     success: Literal[True] = True
     data: Deleted
+
+
+ClientId = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
+Scope = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+
+
+class OAuthAppRequest(ApiModel):
+    clientId: ClientId
+    clientSecret: SecretStr = Field(min_length=1, max_length=4096, description="Stored encrypted; never returned.")
+    scopes: list[Scope] | None = Field(None, max_length=50, description="Overrides the partner's default scopes.")
+
+
+class OAuthAppOut(ApiModel):
+    partnerId: int
+    clientId: str
+    scopes: list[str] | None
+    redirectUri: str = Field(description="Register this redirect URI with the partner.")
+    dateUpdated: str
+
+
+class OAuthAppEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: OAuthAppOut
 
 
 class PartnerField(ApiModel):
@@ -252,6 +277,8 @@ class Credential:
     hint: str | None = None
     last_test: dict[str, Any] | None = None
     access_expires_at: datetime | None = None
+    last_refreshed_at: datetime | None = None
+    refresh_failures: int = 0
     version: int = 1
 
     def to_out(self) -> CredentialOut:
@@ -266,6 +293,8 @@ class Credential:
             hint=self.hint,
             lastTest=self.last_test,
             accessExpiresAt=clock.iso(self.access_expires_at) if self.access_expires_at else None,
+            lastRefreshedAt=clock.iso(self.last_refreshed_at) if self.last_refreshed_at else None,
+            refreshFailures=self.refresh_failures,
         )
 
 
@@ -282,6 +311,8 @@ class ShareLink:
     credential_id: str | None = None
     bound_credential_id: str | None = None  # set on reauthorize links: completing one replaces this secret
     redirect_url: str | None = None
+    oauth_flow: str | None = None  # SHA-256 of the state of the OAuth flow in progress (status 2)
+    last_error: str | None = None  # why the last OAuth attempt did not finish, shown when the link is reopened
     version: int = 1
 
     def is_expired(self, at: datetime | None = None) -> bool:
@@ -352,6 +383,10 @@ def link_to_item(link: ShareLink, ttl: int | None) -> dict[str, Any]:
         item["boundCredentialId"] = link.bound_credential_id
     if link.redirect_url:
         item["redirectUrl"] = link.redirect_url
+    if link.oauth_flow:
+        item["oauthFlow"] = link.oauth_flow
+    if link.last_error:
+        item["lastError"] = link.last_error
     if ttl is not None:
         item["ttl"] = ttl
     return item
@@ -364,12 +399,14 @@ def link_from_item(item: dict[str, Any]) -> ShareLink:
         partner_id=int(item["partnerId"]),
         title=item["title"],
         status=LinkStatus(int(item["status"])),
-        token_hash=item["tokenHash"],
+        token_hash=item.get("tokenHash", ""),
         created_at=clock.parse_iso(item["dateCreated"]),
         expires_at=clock.parse_iso(item["expiresAt"]),
         credential_id=item.get("credentialId"),
         bound_credential_id=item.get("boundCredentialId"),
         redirect_url=item.get("redirectUrl"),
+        oauth_flow=item.get("oauthFlow"),
+        last_error=item.get("lastError"),
         version=int(item.get("version", 1)),
     )
 
@@ -416,13 +453,15 @@ def credential_to_item(cred: Credential) -> dict[str, Any]:
         "hint": cred.hint,
         "lastTest": cred.last_test,
         "accessExpiresAt": clock.iso(cred.access_expires_at) if cred.access_expires_at else None,
+        "lastRefreshedAt": clock.iso(cred.last_refreshed_at) if cred.last_refreshed_at else None,
+        "refreshFailures": cred.refresh_failures or None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     return item
 
 
 def credential_from_item(item: dict[str, Any]) -> Credential:
-    expires = item.get("accessExpiresAt")
+    expires, refreshed = item.get("accessExpiresAt"), item.get("lastRefreshedAt")
     return Credential(
         id=item["id"],
         tenant_id=item["tenantId"],
@@ -436,6 +475,8 @@ def credential_from_item(item: dict[str, Any]) -> Credential:
         hint=item.get("hint"),
         last_test=_plain_numbers(item.get("lastTest")),
         access_expires_at=clock.parse_iso(expires) if expires else None,
+        last_refreshed_at=clock.parse_iso(refreshed) if refreshed else None,
+        refresh_failures=int(item.get("refreshFailures", 0)),
         version=int(item.get("version", 1)),
     )
 

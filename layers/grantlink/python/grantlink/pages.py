@@ -195,16 +195,17 @@ def gone_page() -> str:
     )
 
 
-def success_page(*, partner_name: str, link_title: str, account_name: str | None = None) -> str:
-    """The page shown once the credential is stored."""
+def success_page(*, partner_name: str, link_title: str = "", account_name: str | None = None) -> str:
+    """The page shown once the credential is stored (the link title is left out when not known)."""
     account = f" as <strong>{_e(account_name)}</strong>" if account_name else ""
+    lead = f'<p class="lead">{_e(link_title)}</p>\n' if link_title else ""
     body = (
         "<h1>Connected</h1>\n"
-        f'<p class="lead">{_e(link_title)}</p>\n'
+        f"{lead}"
         f"<p>{_e(partner_name)} is now connected{account}.</p>\n"
         "<p>You can close this window.</p>\n"
     )
-    return _document(f"Connected – {link_title}", body)
+    return _document(f"Connected – {link_title}" if link_title else "Connected", body)
 
 
 def message_page(*, heading: str, message: str) -> str:

@@ -39,8 +39,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", CRED + "/audit", "credentials", "credentials:read"),
     Route("GET", "/partners", "partners", None),
     Route("GET", "/partners/{id}", "partners", None),
+    Route("PUT", "/partners/{id}/oauth-app", "partners", "credentials:write"),
+    Route("GET", "/partners/{id}/oauth-app", "partners", "credentials:read"),
+    Route("DELETE", "/partners/{id}/oauth-app", "partners", "credentials:write"),
     Route("GET", "/connect", "connect_page", None, public=True),
     Route("POST", "/connect", "connect_page", None, public=True),
+    Route("GET", "/connect/done", "connect_page", None, public=True),
+    Route("POST", "/connect/oauth/start", "oauth_callback", None, public=True),
+    Route("GET", "/oauth/callback", "oauth_callback", None, public=True),
 )
 
 # Anything API Gateway cannot match goes to `$default`, answered by this function with a 404 or 405 envelope.

@@ -5,6 +5,8 @@ Each conditional write names what it protects in a comment. Items are mapped by 
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -140,7 +142,7 @@ class Store:
         self.transact(
             # Protects: a (vanishingly unlikely) id collision never overwrites another link.
             {"Put": {"Item": serialize(link_to_item(link, ttl)), "ConditionExpression": "attribute_not_exists(pk)"}},
-            _stats_update(link.tenant_id, "SHARE", {"total": 1, f"s{int(link.status)}": 1}),
+            stats_update(link.tenant_id, "SHARE", {"total": 1, f"s{int(link.status)}": 1}),
         )
 
     def get_link(self, link_id: str) -> ShareLink | None:
@@ -169,7 +171,7 @@ class Store:
         actions = [_put(link_to_item(after, ttl), "#v = :v AND tenantId = :t", before.version, before.tenant_id)]
         if before.status != after.status:
             actions.append(
-                _stats_update(before.tenant_id, "SHARE", {f"s{int(before.status)}": -1, f"s{int(after.status)}": 1})
+                stats_update(before.tenant_id, "SHARE", {f"s{int(before.status)}": -1, f"s{int(after.status)}": 1})
             )
         return actions
 
@@ -186,11 +188,11 @@ class Store:
             put = {
                 "Put": {"Item": serialize(credential_to_item(after)), "ConditionExpression": "attribute_not_exists(pk)"}
             }
-            return [put, _stats_update(after.tenant_id, "CRED", {"total": 1, **credential_counters(after, 1)})]
+            return [put, stats_update(after.tenant_id, "CRED", {"total": 1, **credential_counters(after, 1)})]
         actions = [_put(credential_to_item(after), "#v = :v AND tenantId = :t", before.version, before.tenant_id)]
         deltas = _merge(credential_counters(before, -1), credential_counters(after, 1))
         if deltas:
-            actions.append(_stats_update(before.tenant_id, "CRED", deltas))
+            actions.append(stats_update(before.tenant_id, "CRED", deltas))
         return actions
 
     def credential_delete(self, cred: Credential) -> list[dict[str, Any]]:
@@ -204,7 +206,7 @@ class Store:
                     "ExpressionAttributeValues": serialize({":v": cred.version, ":t": cred.tenant_id}),
                 }
             },
-            _stats_update(cred.tenant_id, "CRED", {"total": -1, **credential_counters(cred, -1)}),
+            stats_update(cred.tenant_id, "CRED", {"total": -1, **credential_counters(cred, -1)}),
         ]
 
     def list_credentials(
@@ -240,6 +242,68 @@ class Store:
         answer = self._call("query", **kwargs)
         last = answer.get("LastEvaluatedKey")
         return [deserialize(i) for i in answer.get("Items", [])], deserialize(last) if last else None
+
+    def take_lease(self, credential_id: str, owner: str, until: str, now: str) -> bool:
+        """Single-flight refresh: True if this caller now holds the credential's refresh lease."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=serialize(credential_key(credential_id)),
+                UpdateExpression="SET leaseOwner = :o, leaseUntil = :u",
+                # Protects: one refresher at a time; a lease whose holder died expires at leaseUntil.
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)",
+                ExpressionAttributeValues=serialize({":o": owner, ":u": until, ":now": now}),
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    def release_lease(self, credential_id: str, owner: str) -> None:
+        # Suppressed: the lease had already expired and been taken over, or the item was rewritten.
+        with contextlib.suppress(ConditionFailed):
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=serialize(credential_key(credential_id)),
+                UpdateExpression="REMOVE leaseOwner, leaseUntil",
+                # Protects: only the holder releases its own lease.
+                ConditionExpression="leaseOwner = :o",
+                ExpressionAttributeValues=serialize({":o": owner}),
+            )
+
+    # --- OAuth apps and flows -----------------------------------------------------------------------------
+
+    def get_oauth_app(self, tenant_id: str, partner_id: int) -> dict[str, Any] | None:
+        return self.get_item(oauth_app_key(tenant_id, partner_id))
+
+    def put_oauth_app(self, item: dict[str, Any]) -> None:
+        self._call("put_item", TableName=self.table, Item=serialize(item))
+
+    def delete_oauth_app(self, tenant_id: str, partner_id: int) -> bool:
+        answer = self._call(
+            "delete_item",
+            TableName=self.table,
+            Key=serialize(oauth_app_key(tenant_id, partner_id)),
+            ReturnValues="ALL_OLD",
+        )
+        return "Attributes" in answer
+
+    def consume_flow(self, state_hash: str, now: str) -> dict[str, Any] | None:
+        """Delete and return the OAuth flow for this state, once; None if unknown, used or expired."""
+        try:
+            answer = self._call(
+                "delete_item",
+                TableName=self.table,
+                Key=serialize(flow_key(state_hash)),
+                # Protects: single use, and the application's own 10-minute expiry (TTL deletes late).
+                ConditionExpression="attribute_exists(pk) AND expiresAt > :now",
+                ExpressionAttributeValues=serialize({":now": now}),
+                ReturnValues="ALL_OLD",
+            )
+        except ConditionFailed:
+            return None
+        return deserialize(answer["Attributes"])
 
     # --- tenants and API keys -----------------------------------------------------------------------------
 
@@ -279,6 +343,35 @@ class Store:
         return self.get_item({"pk": f"APIKEY#{key_hash}", "sk": "APIKEY"}, consistent=False)
 
 
+def oauth_app_key(tenant_id: str, partner_id: int) -> dict[str, str]:
+    return {"pk": f"TENANT#{tenant_id}", "sk": f"OAUTHAPP#{partner_id}"}
+
+
+def flow_key(state_hash: str) -> dict[str, str]:
+    return {"pk": f"OAUTH#{state_hash}", "sk": "OAUTH"}
+
+
+def update(key: dict[str, Any], sets: dict[str, Any], removes: tuple[str, ...], condition: str, **values: Any) -> dict:
+    """An Update action for a transaction: SET each of `sets`, REMOVE each of `removes`, if `condition` holds.
+    `values` are the condition's `:name` placeholders (given without the colon)."""
+    names = {f"#s{i}": name for i, name in enumerate(sets)} | {f"#r{i}": name for i, name in enumerate(removes)}
+    expression = "SET " + ", ".join(f"#s{i} = :s{i}" for i in range(len(sets)))
+    if removes:
+        expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
+    placeholders = {f":s{i}": v for i, v in enumerate(sets.values())} | {f":{k}": v for k, v in values.items()}
+    for word in re.findall(r"#(\w+)", condition):
+        names[f"#{word}"] = word
+    return {
+        "Update": {
+            "Key": serialize(key),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": serialize(placeholders),
+        }
+    }
+
+
 def credential_counters(cred: Credential, sign: int) -> dict[str, int]:
     """The tenant's credential counters this credential counts in (by state, partner, and both)."""
     state = str(cred.state)
@@ -305,7 +398,7 @@ def _put(item: dict[str, Any], condition: str, version: int, tenant_id: str) -> 
     }
 
 
-def _stats_update(tenant_id: str, kind: str, deltas: dict[str, int]) -> dict[str, Any]:
+def stats_update(tenant_id: str, kind: str, deltas: dict[str, int]) -> dict[str, Any]:
     names = {f"#c{i}": name for i, name in enumerate(deltas)}
     values = {f":d{i}": delta for i, delta in enumerate(deltas.values())}
     expression = "ADD " + ", ".join(f"#c{i} :d{i}" for i in range(len(deltas)))

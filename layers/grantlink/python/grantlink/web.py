@@ -7,17 +7,18 @@ no-referrer, no-store, no framing). Errors become pages, never JSON: the custome
 from __future__ import annotations
 
 from typing import cast
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from grantlink import errors, pages
+from grantlink import api, errors, pages
 from grantlink.connect import InvalidForm, OpenedLink
 from grantlink.observability import logger
 
 MAX_FORM_FIELDS = 50
+RETRY = "Open the link you were sent again to retry."
 FIELD_PREFIX = "f_"
 
 
@@ -83,6 +84,35 @@ def split_form(form: dict[str, str]) -> tuple[str, str, dict[str, str]]:
     """(link id, token, the partner's fields by name)."""
     fields = {k[len(FIELD_PREFIX) :]: v for k, v in form.items() if k.startswith(FIELD_PREFIX)}
     return form.get("id", ""), form.get("token", ""), fields
+
+
+def oauth_redirect_uri(app: APIGatewayHttpResolver) -> str:
+    return api.redirect_uri_for_api(app.current_event.request_context.api_id)
+
+
+def done_url(app: APIGatewayHttpResolver, partner_id: int) -> str:
+    """The clean page the browser lands on after the OAuth callback: no code, no state."""
+    return f"{api.base_for_api(app.current_event.request_context.api_id)}/connect/done?partner={partner_id}"
+
+
+def form_action_origins(opened: OpenedLink) -> tuple[str, ...]:
+    """The partner's authorization server: the OAuth form's POST ends in a redirect there, which Chrome
+    checks against the page's form-action (the authorize URL may carry a per-customer host: then *.domain)."""
+    oauth = opened.provider.oauth
+    if oauth is None:
+        return ()
+    parts = urlsplit(oauth.authorize_url)
+    host = parts.netloc
+    if "{" in host:
+        host = "*." + host.split("}", 1)[1].lstrip(".")
+    return (f"{parts.scheme}://{host}",)
+
+
+def show_form(opened: OpenedLink, token: str, problem: InvalidForm | None = None, status: int = 200) -> Response:
+    notice = None
+    if opened.link.last_error:
+        notice = f"Your last attempt did not finish: {opened.link.last_error}. You can try again."
+    return page(status, form_page(opened, token, problem, notice), form_action=form_action_origins(opened))
 
 
 def form_page(opened: OpenedLink, token: str, problem: InvalidForm | None = None, notice: str | None = None) -> str:

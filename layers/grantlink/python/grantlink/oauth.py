@@ -1,0 +1,555 @@
+"""OAuth 2.0 through the link: tenants' OAuth apps, the authorization-code flow with PKCE, and fresh tokens
+(use cases). The client side of RFC 9700.
+
+- Start (`POST /connect/oauth/start`) stores a single-use flow record — the hash of `state`, the PKCE
+  verifier, the expected issuer — and sets the link to status 2, in one transaction.
+- The callback consumes the flow record first (a missing, wrong, expired or reused state never reaches the
+  token endpoint), checks `iss` (RFC 9207), exchanges the code with the stored `code_verifier`, encrypts the
+  tokens, and grants the link and writes the credential in one transaction.
+- `fresh_values` refreshes single-flight: a lease taken with a conditional write, then a re-read.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from grantlink import audit, clock, crypto, errors, providers
+from grantlink.config import settings
+from grantlink.connect import PURPOSE, OpenedLink, new_credential_id, open_link, validate_fields
+from grantlink.models import (
+    Caller,
+    Credential,
+    CredentialState,
+    LinkStatus,
+    OAuthAppOut,
+    OAuthAppRequest,
+    link_key,
+    tenant_links_by_status_pk,
+)
+from grantlink.observability import logger
+from grantlink.providers import Provider
+from grantlink.store import ConditionFailed, Store, flow_key, oauth_app_key, serialize, update
+from grantlink.store import default as default_store
+
+APP_PURPOSE = "oauth-app"
+LEASE_SECONDS = 30
+WAIT_FOR_REFRESH_SECONDS = 8.0
+AUTH_ERRORS = {"invalid_grant", "invalid_client", "unauthorized_client"}
+
+
+# --- tenants' OAuth apps ----------------------------------------------------------------------------------
+
+
+def _oauth_partner(partner_id: int) -> Provider:
+    provider = providers.find(partner_id)
+    if provider is None:
+        raise errors.NotFound("No such partner.", code="partner_not_found")
+    if provider.oauth is None:
+        raise errors.UnprocessableEntity(f"{provider.name} does not use OAuth.", code="not_an_oauth_partner")
+    return provider
+
+
+def _app_context(tenant_id: str, partner_id: int) -> dict[str, str]:
+    return crypto.context_for(tenant_id, f"oauthapp-{partner_id}", APP_PURPOSE)
+
+
+def put_app(
+    caller: Caller, partner_id: int, request: OAuthAppRequest, redirect_uri: str, store: Store | None = None
+) -> OAuthAppOut:
+    """Set the tenant's own OAuth client for a partner; the secret is envelope-encrypted."""
+    _oauth_partner(partner_id)
+    secret = request.clientSecret.get_secret_value().encode()
+    item = {
+        **oauth_app_key(caller.tenant_id, partner_id),
+        "type": "oauthapp",
+        "tenantId": caller.tenant_id,
+        "partnerId": partner_id,
+        "clientId": request.clientId,
+        "clientSecret": crypto.default().encrypt(secret, _app_context(caller.tenant_id, partner_id)),
+        "scopes": request.scopes,
+        "dateUpdated": clock.iso(clock.now()),
+    }
+    (store or default_store()).put_oauth_app(item)
+    return _app_out(item, redirect_uri)
+
+
+def get_app(caller: Caller, partner_id: int, redirect_uri: str, store: Store | None = None) -> OAuthAppOut:
+    _oauth_partner(partner_id)
+    item = (store or default_store()).get_oauth_app(caller.tenant_id, partner_id)
+    if item is None:
+        raise errors.NotFound("No OAuth app is set for this partner.", code="oauth_app_not_found")
+    return _app_out(item, redirect_uri)
+
+
+def delete_app(caller: Caller, partner_id: int, store: Store | None = None) -> None:
+    _oauth_partner(partner_id)
+    if not (store or default_store()).delete_oauth_app(caller.tenant_id, partner_id):
+        raise errors.NotFound("No OAuth app is set for this partner.", code="oauth_app_not_found")
+
+
+def _app_out(item: dict[str, Any], redirect_uri: str) -> OAuthAppOut:
+    return OAuthAppOut(
+        partnerId=int(item["partnerId"]),
+        clientId=item["clientId"],
+        scopes=item.get("scopes"),
+        redirectUri=redirect_uri,
+        dateUpdated=item["dateUpdated"],
+    )
+
+
+def require_app(tenant_id: str, partner_id: int, store: Store) -> dict[str, Any]:
+    """The tenant's app for an OAuth partner, or a 422 telling the tenant to set one."""
+    item = store.get_oauth_app(tenant_id, partner_id)
+    if item is None:
+        raise errors.UnprocessableEntity(
+            "Set an OAuth app for this partner first (PUT /partners/{id}/oauth-app).", code="oauth_app_missing"
+        )
+    return item
+
+
+def _client_secret(app: dict[str, Any]) -> str:
+    context = _app_context(app["tenantId"], int(app["partnerId"]))
+    return crypto.default().decrypt(bytes(app["clientSecret"]), context).decode()
+
+
+# --- the flow ----------------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hash_state(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A fresh (verifier, S256 challenge) for one flow (RFC 7636)."""
+    verifier = _b64(secrets.token_bytes(48))  # 64 characters
+    return verifier, _b64(hashlib.sha256(verifier.encode()).digest())
+
+
+def _render(template: str, values: dict[str, str]) -> str:
+    """Fill {field} placeholders; the catalogue guarantees they are pattern-checked, non-secret fields."""
+    return re.sub(r"\{(\w+)\}", lambda m: quote(values[m.group(1)], safe=""), template)
+
+
+def start(link_id: str, token: str, form: dict[str, str], redirect_uri: str, store: Store | None = None) -> str:
+    """Begin the authorization-code flow; returns the partner's authorize URL to 303 the browser to."""
+    store = store or default_store()
+    opened = open_link(link_id, token, store)
+    provider, link = opened.provider, opened.link
+    if provider.oauth is None:
+        raise errors.BadRequest("This partner does not use OAuth.", code="not_an_oauth_partner")
+    fields = validate_fields(provider, form)
+    app = require_app(link.tenant_id, link.partner_id, store)
+    state, (verifier, challenge) = secrets.token_urlsafe(32), pkce_pair()
+    url = _authorize_url(provider, app, fields, redirect_uri, state, challenge)
+    _begin(store, opened, token, hash_state(state), verifier, fields)
+    return url
+
+
+def _authorize_url(
+    provider: Provider, app: dict[str, Any], fields: dict[str, str], redirect_uri: str, state: str, challenge: str
+) -> str:
+    from requests_oauthlib import OAuth2Session
+
+    oauth = provider.oauth
+    assert oauth is not None
+    _allow_local_http()
+    scopes = app.get("scopes") or oauth.scopes
+    session = OAuth2Session(app["clientId"], redirect_uri=redirect_uri, scope=oauth.scope_separator.join(scopes))
+    extra = dict(oauth.extra_authorize_params)
+    if oauth.pkce:
+        extra.update(code_challenge=challenge, code_challenge_method="S256")
+    url, _ = session.authorization_url(_render(oauth.authorize_url, fields), state=state, **extra)
+    return str(url)
+
+
+def _begin(store: Store, opened: OpenedLink, token: str, state_hash: str, verifier: str, fields: dict) -> None:
+    from grantlink.links import hash_token
+
+    link, provider = opened.link, opened.provider
+    now = clock.now()
+    expires = now + timedelta(seconds=settings().oauth_flow_ttl_seconds)
+    flow = {
+        **flow_key(state_hash),
+        "type": "oauthflow",
+        "linkId": link.id,
+        "linkVersion": link.version + 1,
+        "tenantId": link.tenant_id,
+        "partnerId": link.partner_id,
+        "title": link.title,
+        "verifier": verifier,
+        "issuer": _render(provider.oauth.issuer, fields) if provider.oauth and provider.oauth.issuer else None,
+        "fields": fields,
+        "boundCredentialId": link.bound_credential_id,
+        "redirectUrl": link.redirect_url,
+        "expiresAt": clock.iso(expires),
+        "ttl": int(expires.timestamp()) + 3600,
+    }
+    waiting = replace(
+        link, status=LinkStatus.WAITING_FOR_OAUTH, oauth_flow=state_hash, last_error=None, version=link.version + 1
+    )
+    link_update = update(
+        link_key(link.id),
+        {"status": int(waiting.status), "oauthFlow": state_hash, "version": waiting.version,
+         "gsi2pk": tenant_links_by_status_pk(link.tenant_id, int(waiting.status))},
+        ("lastError",),
+        # Protects: the token still matches, the link still waits, has not expired, and was not changed since read.
+        "tokenHash = :h AND #status IN (:w, :o) AND expiresAt > :now AND #version = :v",
+        h=hash_token(token), w=0, o=2, now=clock.iso(now), v=link.version,
+    )  # fmt: skip
+    actions = [{"Put": {"Item": serialize(flow), "ConditionExpression": "attribute_not_exists(pk)"}}, link_update]
+    actions += store.link_write(link, waiting, None)[1:]
+    try:
+        store.transact(*actions)
+    except ConditionFailed as exc:
+        raise errors.Gone() from exc
+
+
+@dataclass
+class CallbackOutcome:
+    connected: bool
+    partner_id: int
+    partner_name: str
+    redirect_to: str | None = None  # where to 303 the browser (a clean URL: no code, no state)
+    problem: str | None = None  # for the page when not connected
+
+
+def callback(params: dict[str, str], redirect_uri: str, store: Store | None = None) -> CallbackOutcome:
+    """Finish the flow. Every rejection happens before any token call (SECURITY.md O1, O5)."""
+    store = store or default_store()
+    state = params.get("state", "")
+    if not state or len(state) > 512:
+        raise errors.BadRequest("This sign-in is incomplete. Open your link again to retry.", code="missing_state")
+    flow = store.consume_flow(hash_state(state), clock.iso(clock.now()))
+    if flow is None:
+        raise errors.BadRequest("This sign-in has expired or was already used. Open your link again.", code="bad_state")
+    provider = providers.get(int(flow["partnerId"]))
+    if params.get("error"):
+        reason = _clean(params["error"]) + (
+            f": {_clean(params['error_description'])}" if params.get("error_description") else ""
+        )
+        return _abandon(store, flow, provider, reason)
+    if flow.get("issuer") and params.get("iss") != flow["issuer"]:
+        logger.warning("oauth issuer mismatch", extra={"partner": provider.slug, "iss_present": "iss" in params})
+        return _abandon(store, flow, provider, "the answer did not come from the expected server (issuer mismatch)")
+    if not params.get("code"):
+        return _abandon(store, flow, provider, "no authorization code was returned")
+    return _finish(store, flow, provider, params["code"], redirect_uri)
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"[^\w .,:;()'/-]", "", text)[:200]
+
+
+def _abandon(store: Store, flow: dict[str, Any], provider: Provider, reason: str) -> CallbackOutcome:
+    """Put the link back to status 0 with the reason, shown when the customer reopens it."""
+    link_id, tenant_id = flow["linkId"], flow["tenantId"]
+    back = update(
+        link_key(link_id),
+        {"status": 0, "lastError": reason, "gsi2pk": tenant_links_by_status_pk(tenant_id, 0),
+         "version": int(flow["linkVersion"]) + 1},
+        ("oauthFlow",),
+        # Protects: only the flow that set status 2 may undo it, and only if nothing changed the link since.
+        "#status = :two AND oauthFlow = :sh AND #version = :v",
+        two=2, sh=flow["pk"].removeprefix("OAUTH#"), v=int(flow["linkVersion"]),
+    )  # fmt: skip
+    from grantlink.store import stats_update
+
+    with contextlib.suppress(ConditionFailed):  # the link moved on (revoked, regenerated): nothing to undo
+        store.transact(back, stats_update(tenant_id, "SHARE", {"s2": -1, "s0": 1}))
+    return CallbackOutcome(False, provider.id, provider.name, problem=f"{provider.name} did not connect: {reason}.")
+
+
+def exchange_code(
+    provider: Provider, app: dict[str, Any], code: str, verifier: str, redirect_uri: str, fields: dict
+) -> dict:
+    """The token request, with the stored `code_verifier` passed explicitly (O3) and timeouts (R3)."""
+    from requests_oauthlib import OAuth2Session
+
+    oauth = provider.oauth
+    assert oauth is not None
+    _allow_local_http()
+    session = OAuth2Session(app["clientId"], redirect_uri=redirect_uri)
+    kwargs: dict[str, Any] = {"code_verifier": verifier} if oauth.pkce else {}
+    token = session.fetch_token(
+        _render(oauth.token_url, fields),
+        code=code,
+        client_secret=_client_secret(app),
+        include_client_id=True if oauth.client_auth == "body" else None,
+        timeout=_timeouts(),
+        **kwargs,
+    )
+    return dict(token)
+
+
+def _finish(store: Store, flow: dict[str, Any], provider: Provider, code: str, redirect_uri: str) -> CallbackOutcome:
+    tenant_id, fields = flow["tenantId"], dict(flow.get("fields") or {})
+    try:
+        app = require_app(tenant_id, provider.id, store)
+        token = exchange_code(provider, app, code, flow["verifier"], redirect_uri, fields)
+    except errors.GrantlinkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any provider failure ends this attempt with a reason, never a 500
+        logger.warning("oauth code exchange failed", extra={"partner": provider.slug, "error": type(exc).__name__})
+        return _abandon(store, flow, provider, _token_error_reason(exc))
+    before = _bound(store, flow)
+    credential = _credential_from_token(flow, provider, token, fields, before)
+    _grant(store, flow, credential, before)
+    link_redirect = flow.get("redirectUrl")
+    if link_redirect:
+        joiner = "&" if "?" in link_redirect else "?"
+        return CallbackOutcome(
+            True, provider.id, provider.name, f"{link_redirect}{joiner}status=1&credentialId={credential.id}"
+        )
+    return CallbackOutcome(True, provider.id, provider.name)
+
+
+def _token_error_reason(exc: Exception) -> str:
+    name = getattr(exc, "error", None)
+    return f"the token request was refused ({_clean(str(name))})" if name else "the token request failed"
+
+
+def _bound(store: Store, flow: dict[str, Any]) -> Credential | None:
+    bound = flow.get("boundCredentialId")
+    if not bound:
+        return None
+    credential = store.get_credential(bound)
+    if credential is None or credential.tenant_id != flow["tenantId"]:
+        raise errors.Gone()
+    return credential
+
+
+def token_values(token: dict[str, Any], previous: dict[str, Any] | None, fields: dict[str, str]) -> dict[str, Any]:
+    """What is sealed for an OAuth credential. A response without a refresh token keeps the old one (O7)."""
+    expires_in = token.get("expires_in")
+    expires_at = clock.iso(clock.now() + timedelta(seconds=int(expires_in))) if expires_in else None
+    refresh = token.get("refresh_token") or (previous or {}).get("refreshToken")
+    values = {
+        **fields,
+        "accessToken": token["access_token"],
+        "tokenType": token.get("token_type", "Bearer"),
+        "scope": " ".join(token["scope"]) if isinstance(token.get("scope"), list) else token.get("scope"),
+        "expiresAt": expires_at,
+        "refreshToken": refresh,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _credential_from_token(
+    flow: dict[str, Any], provider: Provider, token: dict, fields: dict, before: Credential | None
+) -> Credential:
+    from grantlink.connect import seal
+
+    now = clock.now().replace(microsecond=0)
+    credential_id = before.id if before else new_credential_id()
+    values = token_values(token, None, fields)
+    return Credential(
+        id=credential_id,
+        tenant_id=flow["tenantId"],
+        partner_id=provider.id,
+        title=before.title if before else flow["title"],
+        auth_type="oauth2",
+        state=CredentialState.ACTIVE,
+        secret=seal(flow["tenantId"], credential_id, "oauth2", values),
+        created_at=before.created_at if before else now,
+        updated_at=now,
+        hint=None,
+        access_expires_at=clock.parse_iso(values["expiresAt"]) if "expiresAt" in values else None,
+        version=before.version + 1 if before else 1,
+    )
+
+
+def _grant(store: Store, flow: dict[str, Any], credential: Credential, before: Credential | None) -> None:
+    from grantlink.store import stats_update
+
+    state_hash = flow["pk"].removeprefix("OAUTH#")
+    granted = update(
+        link_key(flow["linkId"]),
+        {"status": 1, "credentialId": credential.id, "gsi2pk": tenant_links_by_status_pk(flow["tenantId"], 1),
+         "version": int(flow["linkVersion"]) + 1},
+        ("tokenHash", "oauthFlow", "ttl", "lastError"),
+        # Protects: single use — this flow's link still waits for this flow, unchanged, and has not expired.
+        "#status = :two AND oauthFlow = :sh AND expiresAt > :now AND #version = :v",
+        two=2, sh=state_hash, now=clock.iso(clock.now()), v=int(flow["linkVersion"]),
+    )  # fmt: skip
+    action = "reauthorized" if before else "created"
+    try:
+        store.transact(
+            granted,
+            *store.credential_write(before, credential),
+            stats_update(flow["tenantId"], "SHARE", {"s2": -1, "s1": 1}),
+            store.put_audit(audit.entry(credential.id, action, audit.CUSTOMER, linkId=flow["linkId"], via="oauth")),
+        )
+    except ConditionFailed as exc:
+        raise errors.Gone() from exc
+
+
+# --- fresh tokens -------------------------------------------------------------------------------------------
+
+
+def open_values(credential: Credential) -> dict[str, Any]:
+    context = crypto.context_for(credential.tenant_id, credential.id, PURPOSE)
+    return dict(json.loads(crypto.default().decrypt(credential.secret, context))["fields"])
+
+
+def needs_refresh(credential: Credential, at: datetime | None = None) -> bool:
+    if credential.auth_type != "oauth2" or credential.access_expires_at is None:
+        return False
+    window = timedelta(seconds=settings().renew_before_seconds)
+    return (at or clock.now()) + window >= credential.access_expires_at
+
+
+def fresh_values(credential: Credential, store: Store | None = None, *, force: bool = False) -> dict[str, Any]:
+    """The credential's values with an access token that is not about to expire (refreshing if needed)."""
+    store = store or default_store()
+    if not (force or needs_refresh(credential)):
+        return open_values(credential)
+    return refresh(credential, store)
+
+
+def refresh(credential: Credential, store: Store) -> dict[str, Any]:
+    """Refresh under a lease: one token call per credential however many callers ask at once (O6)."""
+    owner, now = uuid.uuid4().hex, clock.now()
+    until = clock.iso(now + timedelta(seconds=LEASE_SECONDS))
+    if not store.take_lease(credential.id, owner, until, clock.iso(now)):
+        return _wait_for_refresh(credential, store)
+    current = store.get_credential(credential.id)
+    if current is None:
+        raise errors.NotFound("No such credential.", code="credential_not_found")
+    if current.version != credential.version and not needs_refresh(current):
+        store.release_lease(credential.id, owner)
+        return open_values(current)
+    try:
+        return _refresh_now(current, store)
+    finally:
+        store.release_lease(credential.id, owner)
+
+
+def _wait_for_refresh(credential: Credential, store: Store) -> dict[str, Any]:
+    """Another caller holds the lease: re-read until its refresh lands (bounded), then use the new token."""
+    deadline = time.monotonic() + WAIT_FOR_REFRESH_SECONDS
+    delay = 0.05
+    while time.monotonic() < deadline:
+        time.sleep(delay)
+        current = store.get_credential(credential.id)
+        if current is None:
+            raise errors.NotFound("No such credential.", code="credential_not_found")
+        if current.version != credential.version:
+            if current.state == CredentialState.REAUTHORIZATION_REQUIRED:
+                raise _reauthorization_required()
+            return open_values(current)
+        delay = min(delay * 2, 0.5)
+    raise errors.ServiceUnavailable("A token refresh is in progress; try again shortly.")
+
+
+def _reauthorization_required() -> errors.GrantlinkError:
+    return errors.Conflict(
+        "The partner no longer accepts this credential's grant; reauthorize it.", code="reauthorization_required"
+    )
+
+
+def _refresh_now(current: Credential, store: Store) -> dict[str, Any]:
+    from grantlink.connect import seal
+
+    provider = providers.get(current.partner_id)
+    values = open_values(current)
+    if not values.get("refreshToken"):
+        raise errors.Conflict("This credential has no refresh token; reauthorize it.", code="no_refresh_token")
+    try:
+        token = _refresh_call(provider, require_app(current.tenant_id, current.partner_id, store), values)
+    except RefreshRefused as exc:
+        mark_reauthorization_required(current, store, exc.reason)
+        raise _reauthorization_required() from exc
+    fields = {k: v for k, v in values.items() if provider.field(k)}
+    new_values = token_values(token, values, fields)
+    now = clock.now().replace(microsecond=0)
+    after = replace(
+        current,
+        secret=seal(current.tenant_id, current.id, "oauth2", new_values),
+        access_expires_at=clock.parse_iso(new_values["expiresAt"]) if "expiresAt" in new_values else None,
+        last_refreshed_at=now,
+        refresh_failures=0,
+        updated_at=now,
+        version=current.version + 1,
+    )
+    store.transact(
+        *store.credential_write(current, after), store.put_audit(audit.entry(current.id, "refreshed", "grantlink"))
+    )
+    return new_values
+
+
+class RefreshRefused(Exception):
+    """The provider refused the refresh token for good (invalid_grant and kin)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _refresh_call(provider: Provider, app: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+    from requests_oauthlib import OAuth2Session
+
+    oauth = provider.oauth
+    assert oauth is not None
+    _allow_local_http()
+    session = OAuth2Session(app["clientId"])
+    fields = {k: v for k, v in values.items() if provider.field(k)}
+    secret = _client_secret(app)
+    body_auth = oauth.client_auth == "body"
+    try:
+        token = session.refresh_token(
+            _render(oauth.token_url, fields),
+            refresh_token=values["refreshToken"],
+            auth=None if body_auth else (app["clientId"], secret),
+            timeout=_timeouts(),
+            **({"client_id": app["clientId"], "client_secret": secret} if body_auth else {}),
+        )
+    except OAuth2Error as exc:
+        if exc.error in AUTH_ERRORS:
+            raise RefreshRefused(exc.error) from exc
+        raise errors.ServiceUnavailable("The partner did not refresh the token; try again shortly.") from exc
+    except Exception as exc:
+        raise errors.ServiceUnavailable("The partner did not answer the token refresh; try again shortly.") from exc
+    return dict(token)
+
+
+def mark_reauthorization_required(credential: Credential, store: Store, reason: str) -> None:
+    """Move the credential to reauthorization_required (once; a concurrent change wins)."""
+    if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
+        return
+    after = replace(
+        credential,
+        state=CredentialState.REAUTHORIZATION_REQUIRED,
+        updated_at=clock.now().replace(microsecond=0),
+        version=credential.version + 1,
+    )
+    entry = audit.entry(credential.id, "reauthorization_required", "grantlink", reason=reason)
+    with contextlib.suppress(ConditionFailed):
+        store.transact(*store.credential_write(credential, after), store.put_audit(entry))
+
+
+def _timeouts() -> tuple[float, float]:
+    return settings().test_connect_timeout, settings().test_read_timeout
+
+
+def _allow_local_http() -> None:
+    """oauthlib refuses http token URLs; the local stack's demo server is http on 127.0.0.1 (opted in)."""
+    os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")  # providers may grant fewer scopes than asked
+    if settings().allow_private_targets:
+        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
