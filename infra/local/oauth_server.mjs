@@ -4,7 +4,8 @@
 // Two additions make it behave like a careful real provider:
 //   - the authorization response carries `iss` (RFC 9207), so the client's mix-up defence is exercised;
 //   - --token-ttl sets `expires_in`, so renewal can be watched within minutes.
-// It prints one JSON line {"issuer": "..."} when it is listening, and stops on SIGTERM or SIGINT.
+// It prints one JSON line {"issuer": "..."} when it is listening, then one line per token request
+// {"event": "token", "grantType": "...", "status": 200} (never a token), and stops on SIGTERM or SIGINT.
 import { OAuth2Server } from "oauth2-mock-server";
 
 function option(name, fallback) {
@@ -22,10 +23,11 @@ server.issuer.url = `http://127.0.0.1:${server.address().port}`;
 server.service.on("beforeAuthorizeRedirect", (redirect) => {
   redirect.url.searchParams.set("iss", server.issuer.url);
 });
-server.service.on("beforeResponse", (response) => {
+server.service.on("beforeResponse", (response, req) => {
   if (response.statusCode === 200 && response.body.access_token) {
     response.body.expires_in = tokenTtl;
   }
+  console.log(JSON.stringify({ event: "token", grantType: req.body.grant_type, status: response.statusCode }));
 });
 
 const stop = async () => {

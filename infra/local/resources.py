@@ -56,6 +56,10 @@ def provision(
             Name=f"{stack}-{logical_id}", SecretString=secrets.token_urlsafe(48)
         )
         resolver.refs[logical_id] = answer["ARN"]
+    for logical_id, res in resources(template, "AWS::Events::EventBus").items():
+        name = resolver.resolve(res["Properties"]["Name"])
+        client("events").create_event_bus(Name=name)
+        resolver.refs[logical_id] = name
     for logical_id, res in resources(template, "AWS::DynamoDB::Table").items():
         resolver.refs[logical_id] = _table(client("dynamodb"), resolver, f"{stack}-{logical_id}", res["Properties"])
     for logical_id in template["Resources"]:

@@ -48,6 +48,7 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     api_key: str = ""
     tenant_id: str = ""
+    token_requests: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -70,7 +71,7 @@ class LocalStack:
         self.env.update(self._local_overrides())
         os.environ.update(self.env)
         self.gateway = _gateway(tpl, resolver)
-        self.extras = _extras()
+        self.extras = {**_extras(), "/_local/oauth-stats": self._oauth_stats}
         self._start_oauth_server()
         self._seed_demo_tenant()
         threading.Thread(target=self._server.serve_forever, name="api", daemon=True).start()
@@ -103,6 +104,10 @@ class LocalStack:
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
 
+    def _oauth_stats(self, _: Request) -> Reply:
+        body = json.dumps({"tokenRequests": self.token_requests}).encode()
+        return Reply(200, {"content-type": "application/json"}, [], body)
+
     def _start_oauth_server(self) -> None:
         """oauth2-mock-server (npm) on 127.0.0.1, the authorization server of the demo-oauth partner."""
         script = template.ROOT / "infra/local/oauth_server.mjs"
@@ -121,6 +126,18 @@ class LocalStack:
         line = self._oauth.stdout.readline()  # {"issuer": ...} once it listens
         if not line.startswith("{"):
             raise RuntimeError("the demo OAuth server did not start")
+        threading.Thread(target=self._count_token_requests, name="oauth-log", daemon=True).start()
+
+    def _count_token_requests(self) -> None:
+        """The demo OAuth server reports each token request; count them by grant type (/_local/oauth-stats)."""
+        assert self._oauth.stdout is not None
+        for line in self._oauth.stdout:
+            try:
+                grant = json.loads(line).get("grantType", "unknown")
+            except ValueError:
+                continue
+            self.token_requests[grant] = self.token_requests.get(grant, 0) + 1
+            print(json.dumps({"level": "INFO", "local": "demo-oauth", "tokenRequest": grant}), flush=True)
 
     def _seed_demo_tenant(self) -> None:
         """The demo tenant, with its own OAuth app for demo-oauth (the mock server accepts any client)."""
@@ -207,8 +224,17 @@ def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            # The path only: query strings carry link tokens, OAuth codes and states (SECURITY.md O11).
+            path = urlsplit(self.path).path
+            print(
+                json.dumps({"level": "INFO", "local": "access", "method": self.command, "path": path, "status": code})
+            )
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            print(json.dumps({"level": "INFO", "local": "access", "line": format % args}), flush=True)
+            from grantlink.observability import redact_text
+
+            print(json.dumps({"level": "INFO", "local": "server", "message": redact_text(format % args)}), flush=True)
 
     return Handler
 

@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from pytest_httpserver import HTTPServer
 
 from infra.local import moto_atomic, resources, template
 from tests.helpers import START, FrozenClock
@@ -33,7 +34,32 @@ def _reset_caches() -> None:
 
 
 @pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def demo_partners(httpserver: HTTPServer) -> str:
+    """The demo partners' account endpoints (the local stack's own handlers) on a real server on 127.0.0.1."""
+    from werkzeug import Request as WerkzeugRequest
+    from werkzeug import Response
+
+    from infra.local import extras
+    from infra.local.gateway import Request
+
+    def adapt(handler: Any) -> Any:
+        def serve(request: WerkzeugRequest) -> Response:
+            ours = Request(
+                request.method, request.path, "", {k.lower(): v for k, v in request.headers.items()}, b"", ""
+            )
+            reply = handler(ours)
+            return Response(reply.body, reply.status, headers=reply.headers)
+
+        return serve
+
+    for path, handler in extras.endpoints().items():
+        if path.startswith("/_demo/"):
+            httpserver.expect_request(path).respond_with_handler(adapt(handler))
+    return httpserver.url_for("").rstrip("/")
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, demo_partners: str) -> Iterator[dict[str, Any]]:
     """moto with the template's resources; the environment every function gets. mock_aws does not intercept
     when AWS_ENDPOINT_URL is set, so it is removed here."""
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
@@ -50,7 +76,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         resolver = resources.provision(tpl, lambda s: boto3.client(s, region_name=resources.REGION), "unit")
         env = resources.function_environment(tpl, resolver)
         env.update(GRANTLINK_CONNECT_BASE_URL=CONNECT, GRANTLINK_LOCAL_DEMO="true")
-        env.update(GRANTLINK_DEMO_BASE_URL="http://127.0.0.1:9", GRANTLINK_DEMO_OAUTH_URL="http://127.0.0.1:9/oauth")
+        env.update(GRANTLINK_DEMO_BASE_URL=demo_partners, GRANTLINK_DEMO_OAUTH_URL=f"{demo_partners}/oauth")
+        env.update(GRANTLINK_ALLOW_PRIVATE_TARGETS="true")
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         _reset_caches()
@@ -79,3 +106,30 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
     frozen = FrozenClock(START)
     monkeypatch.setattr("grantlink.clock.now", frozen)
     return frozen
+
+
+@pytest.fixture
+def delivered_events(aws_env: dict[str, Any]) -> Any:
+    """A function returning the events delivered to the bus so far (a rule routes them to an SQS queue)."""
+    import json
+
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="delivered-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus = aws_env["env"]["GRANTLINK_EVENT_BUS"]
+    events.put_rule(Name="everything", EventBusName=bus, EventPattern=json.dumps({"source": ["grantlink"]}))
+    events.put_targets(Rule="everything", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
+    seen: list[dict[str, Any]] = []
+
+    def read() -> list[dict[str, Any]]:
+        while True:
+            batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+            if not batch:
+                return seen
+            seen.extend(json.loads(m["Body"]) for m in batch)
+            sqs.delete_message_batch(
+                QueueUrl=queue,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+            )
+
+    return read

@@ -346,3 +346,22 @@ def test_link_tokens_still_gate_the_start(provider_server: Any) -> None:
         oauth.start(link.id, "not-the-token", {}, REDIRECT)
     with pytest.raises(errors.Gone):
         connect.open_link(link.id, "not-the-token")
+
+
+def test_a_connection_test_refreshes_an_expiring_token_first(provider_server: FakeAuthorizationServer) -> None:
+    """The test engine sends a fresh access token: an expiring one is refreshed first (same single-flight path)."""
+    seen: list[str | None] = []
+
+    def me(request: Request) -> Response:
+        seen.append(request.headers.get("Authorization"))
+        return Response(json.dumps({"name": "Ada"}), 200, content_type="application/json")
+
+    provider_server.server.expect_request("/me").respond_with_handler(me)
+    credential_id = connected_credential(provider_server)
+    expire_access_token(credential_id)
+    result = connections.test_credential(A, credential_id)
+    assert result.ok and result.account_name == "Ada"
+    assert provider_server.calls[-1]["grant_type"] == "refresh_token"
+    assert seen == [f"Bearer access-{len(provider_server.calls)}"]
+    stored = default_store().get_credential(credential_id)
+    assert stored and stored.last_test and stored.last_test["ok"] and stored.last_refreshed_at

@@ -32,6 +32,7 @@ class Settings(BaseModel):
     test_connect_timeout: float = Field(3.0, gt=0, le=30, alias="GRANTLINK_TEST_CONNECT_TIMEOUT")
     test_read_timeout: float = Field(10.0, gt=0, le=60, alias="GRANTLINK_TEST_READ_TIMEOUT")
     allow_private_targets: bool = Field(False, alias="GRANTLINK_ALLOW_PRIVATE_TARGETS")
+    event_bus: str = Field("default", alias="GRANTLINK_EVENT_BUS")
     extra_providers: str = Field("", alias="GRANTLINK_EXTRA_PROVIDERS")
     local_demo: bool = Field(False, alias="GRANTLINK_LOCAL_DEMO")
     demo_base_url: str = Field("", alias="GRANTLINK_DEMO_BASE_URL")

@@ -95,6 +95,17 @@ def validate_fields(provider: Provider, form: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def _test_before_accepting(provider: Provider, values: dict[str, str]) -> dict[str, Any]:
+    """Run the partner's test with what the customer typed; a failure is shown on the form (link untouched)."""
+    from grantlink import testing
+
+    result = testing.check_credential(provider, values)
+    if not result.ok:
+        kept = {k: v for k, v in values.items() if (spec := provider.field(k)) is not None and not spec.secret}
+        raise InvalidForm({}, values=kept, form_error=result.message)
+    return result.to_api()
+
+
 def hint_for(provider: Provider, values: dict[str, str]) -> str | None:
     """The last four characters of the first secret, only when it is long enough not to give it away."""
     secret = next((values[f.name] for f in provider.fields if f.secret and f.name in values), "")
@@ -116,6 +127,7 @@ def submit(link_id: str, token: str, form: dict[str, str], store: Store | None =
         raise errors.BadRequest("This partner connects through OAuth.", code="oauth_partner")
     try:
         values = validate_fields(provider, form)
+        first_test = _test_before_accepting(provider, values)
     except InvalidForm as problem:
         problem.opened = opened
         raise
@@ -133,6 +145,7 @@ def submit(link_id: str, token: str, form: dict[str, str], store: Store | None =
         created_at=before.created_at if before else now,
         updated_at=now,
         hint=hint_for(provider, values),
+        last_test=first_test,
         version=before.version + 1 if before else 1,
     )
     granted = consume(link, token, after, before, store)

@@ -11,7 +11,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from grantlink import audit, clock, errors, links, oauth, pagination
+from grantlink import audit, clock, errors, events, links, oauth, pagination, providers, testing
 from grantlink.connect import CREDENTIAL_ID_PREFIX
 from grantlink.models import (
     Caller,
@@ -26,6 +26,7 @@ from grantlink.models import (
 )
 from grantlink.store import ConditionFailed, Store
 from grantlink.store import default as default_store
+from grantlink.testing import CheckResult
 
 
 def get_credential(caller: Caller, credential_id: str, store: Store | None = None) -> Credential:
@@ -153,6 +154,34 @@ def reauthorize(
         store.put_audit(audit.entry(credential_id, "reauthorize_link_created", caller.actor, linkId=link.id))
     )
     return link, token
+
+
+def test_credential(caller: Caller, credential_id: str, store: Store | None = None) -> CheckResult:
+    """Run the partner's declared test with this credential (refreshing an OAuth token first when it is due),
+    keep the result as `lastTest`, audit it, and emit `credential.test_failed` on failure. Invalid credentials
+    move the credential to `reauthorization_required`; transient failures change nothing else."""
+    store = store or default_store()
+    credential = get_credential(caller, credential_id, store)
+    if credential.state == CredentialState.DISABLED:
+        raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
+    values = {k: str(v) for k, v in oauth.fresh_values(credential, store).items()}
+    result = testing.check_credential(providers.get(credential.partner_id), values)
+    # A refresh just now moved the version on: write over the refreshed item, not the one read first.
+    latest = (store.get_credential(credential_id) if oauth.needs_refresh(credential) else None) or credential
+    state = CredentialState.REAUTHORIZATION_REQUIRED if result.category == "invalid_credentials" else latest.state
+    after = replace(latest, last_test=result.to_api(), state=state, version=latest.version + 1)
+    _write(store, latest, after, audit.entry(credential_id, "tested", caller.actor, category=result.category))
+    if not result.ok:
+        events.emit(
+            "credential.test_failed",
+            credential.tenant_id,
+            credentialId=credential.id,
+            partnerId=credential.partner_id,
+            category=result.category,
+            httpStatus=result.http_status,
+            message=result.message,
+        )
+    return result
 
 
 def list_audit(

@@ -162,6 +162,30 @@ class AuditEntryOut(ApiModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class TestResultOut(ApiModel):
+    ok: bool
+    category: Literal[
+        "ok",
+        "invalid_credentials",
+        "insufficient_permissions",
+        "rate_limited",
+        "provider_unavailable",
+        "timeout",
+        "network_error",
+        "unexpected_response",
+    ]
+    httpStatus: int | None
+    latencyMs: int
+    message: str = Field(description="For humans; never the secret or the provider's raw answer.")
+    accountName: str | None = Field(description="Which account the credential belongs to, where the partner says.")
+    testedAt: str
+
+
+class TestResultEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: TestResultOut
+
+
 class CursorMeta(ApiModel):
     page: int
     nextCursor: str | None

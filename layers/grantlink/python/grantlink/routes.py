@@ -37,6 +37,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", CRED + "/secret", "credentials", "credentials:secret"),
     Route("POST", CRED + "/reauthorize", "credentials", "credentials:write"),
     Route("GET", CRED + "/audit", "credentials", "credentials:read"),
+    Route("POST", CRED + "/test", "connection_test", "credentials:write"),
     Route("GET", "/partners", "partners", None),
     Route("GET", "/partners/{id}", "partners", None),
     Route("PUT", "/partners/{id}/oauth-app", "partners", "credentials:write"),
