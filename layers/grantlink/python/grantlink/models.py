@@ -162,18 +162,21 @@ class AuditEntryOut(ApiModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+TestCategory = Literal[
+    "ok",
+    "invalid_credentials",
+    "insufficient_permissions",
+    "rate_limited",
+    "provider_unavailable",
+    "timeout",
+    "network_error",
+    "unexpected_response",
+]
+
+
 class TestResultOut(ApiModel):
     ok: bool
-    category: Literal[
-        "ok",
-        "invalid_credentials",
-        "insufficient_permissions",
-        "rate_limited",
-        "provider_unavailable",
-        "timeout",
-        "network_error",
-        "unexpected_response",
-    ]
+    category: TestCategory
     httpStatus: int | None
     latencyMs: int
     message: str = Field(description="For humans; never the secret or the provider's raw answer.")

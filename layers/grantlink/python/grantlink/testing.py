@@ -23,26 +23,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote, urlsplit
 
 import requests
 from urllib3.exceptions import MaxRetryError, NameResolutionError, ReadTimeoutError
 
 from grantlink import clock, config, errors
+from grantlink.models import TestCategory
 from grantlink.observability import logger
 from grantlink.providers import BasicAuth, BearerAuth, HeaderAuth, Provider
 
-CATEGORIES = (
-    "ok",
-    "invalid_credentials",
-    "insufficient_permissions",
-    "rate_limited",
-    "provider_unavailable",
-    "timeout",
-    "network_error",
-    "unexpected_response",
-)
+CATEGORIES: tuple[str, ...] = get_args(TestCategory)
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 10.0
 MAX_BODY_BYTES = 256 * 1024
