@@ -194,4 +194,7 @@ def handle(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> 
         precheck(event)
     except errors.GrantlinkError as exc:
         return _raw(exc)
+    from grantlink import links
+
+    links.set_connect_base(base_for_api(event.get("requestContext", {}).get("apiId", "")))
     return app.resolve(event, context)

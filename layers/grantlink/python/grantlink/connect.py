@@ -177,6 +177,16 @@ def consume(link: ShareLink, token: str, credential: Credential, before: Credent
         )
     except ConditionFailed as exc:
         raise errors.Gone() from exc
+    from grantlink import events
+
+    events.emit(
+        "share.completed",
+        link.tenant_id,
+        linkId=link.id,
+        credentialId=credential.id,
+        partnerId=credential.partner_id,
+        reauthorized=before is not None,
+    )
     return granted
 
 

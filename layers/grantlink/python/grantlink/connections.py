@@ -114,6 +114,7 @@ def delete_credential(caller: Caller, credential_id: str, store: Store | None = 
         )
     except ConditionFailed as exc:
         raise errors.Conflict("The credential changed at the same time; try again.", code="concurrent_update") from exc
+    events.emit("credential.deleted", caller.tenant_id, credentialId=credential_id, partnerId=credential.partner_id)
 
 
 def read_secret(caller: Caller, credential_id: str, store: Store | None = None) -> SecretOut:

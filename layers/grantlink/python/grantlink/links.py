@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import math
 import secrets
+from contextvars import ContextVar
 from dataclasses import replace
 from datetime import timedelta
 
@@ -94,6 +95,19 @@ def issue_link(
     return link, token
 
 
+_connect_base: ContextVar[str] = ContextVar("connect_base", default="")
+
+
+def set_connect_base(base: str) -> None:
+    """Where links point for this invocation (the API functions set it per request from the API id)."""
+    _connect_base.set(base)
+
+
+def connect_base() -> str:
+    """Configured > set for this request > the API URL the template gives the jobs."""
+    return settings().connect_base_url.rstrip("/") or _connect_base.get() or settings().api_url.rstrip("/")
+
+
 def get_link(caller: Caller, link_id: str, store: Store | None = None) -> ShareLink:
     """The caller's link, or NotFound — also for another tenant's link (never 403: ids are not confirmed)."""
     link = (store or default_store()).get_link(link_id) if link_id.startswith(LINK_ID_PREFIX) else None
@@ -116,6 +130,8 @@ def regenerate_link(caller: Caller, link_id: str, store: Store | None = None) ->
         token_hash=token_hash,
         expires_at=now + _lifetime(None),
         credential_id=before.bound_credential_id,
+        expiry_notified=False,
+        last_error=None,
         version=before.version + 1,
     )
     _write(store, before, after, _cleanup_ttl(after))

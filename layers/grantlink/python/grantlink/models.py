@@ -6,15 +6,17 @@ record, and `link_to_item`/`link_from_item` are the only places that know the it
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from grantlink import clock
+from grantlink.config import settings
 
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TITLE = 200
@@ -306,7 +308,21 @@ class Credential:
     access_expires_at: datetime | None = None
     last_refreshed_at: datetime | None = None
     refresh_failures: int = 0
+    refreshable: bool = False  # an OAuth credential holding a refresh token
+    failing_since: datetime | None = None  # first of the current run of failed refreshes
+    retry_at: datetime | None = None  # after a failed refresh: when to try again
+    expiry_warned: bool = False  # credential.expiring was emitted
     version: int = 1
+
+    def due_at(self) -> datetime | None:
+        """When the renewal jobs should next look at this credential, or None (then it is not in the due index)."""
+        if self.state != CredentialState.ACTIVE or self.auth_type != "oauth2" or self.access_expires_at is None:
+            return None
+        if self.refreshable:
+            return self.retry_at or self.access_expires_at - timedelta(seconds=settings().renew_before_seconds)
+        if self.expiry_warned:
+            return None
+        return self.access_expires_at - timedelta(seconds=settings().warn_before_seconds)
 
     def to_out(self) -> CredentialOut:
         return CredentialOut(
@@ -340,6 +356,7 @@ class ShareLink:
     redirect_url: str | None = None
     oauth_flow: str | None = None  # SHA-256 of the state of the OAuth flow in progress (status 2)
     last_error: str | None = None  # why the last OAuth attempt did not finish, shown when the link is reopened
+    expiry_notified: bool = False  # share.expired was emitted
     version: int = 1
 
     def is_expired(self, at: datetime | None = None) -> bool:
@@ -368,6 +385,15 @@ def link_url(base: str, link_id: str, token: str) -> str:
 
 
 # --- DynamoDB item mapping --------------------------------------------------------------------------------
+
+
+def due_shard(item_id: str) -> int:
+    return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) % settings().due_shards
+
+
+def due_keys(item_id: str, at: datetime) -> dict[str, str]:
+    """The sparse due index's keys: only items that need attention carry them."""
+    return {"duePk": f"DUE#{due_shard(item_id)}", "dueAt": clock.iso(at)}
 
 
 def link_key(link_id: str) -> dict[str, str]:
@@ -414,6 +440,10 @@ def link_to_item(link: ShareLink, ttl: int | None) -> dict[str, Any]:
         item["oauthFlow"] = link.oauth_flow
     if link.last_error:
         item["lastError"] = link.last_error
+    if link.expiry_notified:
+        item["expiryNotified"] = True
+    elif link.status in (LinkStatus.WAITING, LinkStatus.WAITING_FOR_OAUTH):
+        item.update(due_keys(link.id, link.expires_at))  # the sweep emits share.expired at expiresAt
     if ttl is not None:
         item["ttl"] = ttl
     return item
@@ -434,6 +464,7 @@ def link_from_item(item: dict[str, Any]) -> ShareLink:
         redirect_url=item.get("redirectUrl"),
         oauth_flow=item.get("oauthFlow"),
         last_error=item.get("lastError"),
+        expiry_notified=bool(item.get("expiryNotified", False)),
         version=int(item.get("version", 1)),
     )
 
@@ -482,13 +513,21 @@ def credential_to_item(cred: Credential) -> dict[str, Any]:
         "accessExpiresAt": clock.iso(cred.access_expires_at) if cred.access_expires_at else None,
         "lastRefreshedAt": clock.iso(cred.last_refreshed_at) if cred.last_refreshed_at else None,
         "refreshFailures": cred.refresh_failures or None,
+        "refreshable": cred.refreshable or None,
+        "failingSince": clock.iso(cred.failing_since) if cred.failing_since else None,
+        "retryAt": clock.iso(cred.retry_at) if cred.retry_at else None,
+        "expiryWarned": cred.expiry_warned or None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
+    due = cred.due_at()
+    if due is not None:
+        item.update(due_keys(cred.id, due))
     return item
 
 
 def credential_from_item(item: dict[str, Any]) -> Credential:
     expires, refreshed = item.get("accessExpiresAt"), item.get("lastRefreshedAt")
+    failing, retry = item.get("failingSince"), item.get("retryAt")
     return Credential(
         id=item["id"],
         tenant_id=item["tenantId"],
@@ -504,6 +543,10 @@ def credential_from_item(item: dict[str, Any]) -> Credential:
         access_expires_at=clock.parse_iso(expires) if expires else None,
         last_refreshed_at=clock.parse_iso(refreshed) if refreshed else None,
         refresh_failures=int(item.get("refreshFailures", 0)),
+        refreshable=bool(item.get("refreshable", False)),
+        failing_since=clock.parse_iso(failing) if failing else None,
+        retry_at=clock.parse_iso(retry) if retry else None,
+        expiry_warned=bool(item.get("expiryWarned", False)),
         version=int(item.get("version", 1)),
     )
 

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from grantlink import audit, clock, crypto, errors, providers
+from grantlink import audit, clock, crypto, errors, events, providers
 from grantlink.config import settings
 from grantlink.connect import PURPOSE, OpenedLink, new_credential_id, open_link, validate_fields
 from grantlink.models import (
@@ -370,6 +370,7 @@ def _credential_from_token(
         updated_at=now,
         hint=None,
         access_expires_at=clock.parse_iso(values["expiresAt"]) if "expiresAt" in values else None,
+        refreshable="refreshToken" in values,
         version=before.version + 1 if before else 1,
     )
 
@@ -382,7 +383,7 @@ def _grant(store: Store, flow: dict[str, Any], credential: Credential, before: C
         link_key(flow["linkId"]),
         {"status": 1, "credentialId": credential.id, "gsi2pk": tenant_links_by_status_pk(flow["tenantId"], 1),
          "version": int(flow["linkVersion"]) + 1},
-        ("tokenHash", "oauthFlow", "ttl", "lastError"),
+        ("tokenHash", "oauthFlow", "ttl", "lastError", "duePk", "dueAt"),
         # Protects: single use — this flow's link still waits for this flow, unchanged, and has not expired.
         "#status = :two AND oauthFlow = :sh AND expiresAt > :now AND #version = :v",
         two=2, sh=state_hash, now=clock.iso(clock.now()), v=int(flow["linkVersion"]),
@@ -397,6 +398,14 @@ def _grant(store: Store, flow: dict[str, Any], credential: Credential, before: C
         )
     except ConditionFailed as exc:
         raise errors.Gone() from exc
+    events.emit(
+        "share.completed",
+        flow["tenantId"],
+        linkId=flow["linkId"],
+        credentialId=credential.id,
+        partnerId=credential.partner_id,
+        reauthorized=before is not None,
+    )
 
 
 # --- fresh tokens -------------------------------------------------------------------------------------------
@@ -530,7 +539,11 @@ def _refresh_call(provider: Provider, app: dict[str, Any], values: dict[str, Any
 
 
 def mark_reauthorization_required(credential: Credential, store: Store, reason: str) -> None:
-    """Move the credential to reauthorization_required (once; a concurrent change wins)."""
+    """Move the credential to reauthorization_required once (a concurrent change wins), and tell the tenant
+    with a `credential.reauthorization_required` event carrying a ready-to-send reauthorize link."""
+    from grantlink import links
+    from grantlink.models import ReauthorizeRequest, link_url
+
     if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
         return
     after = replace(
@@ -540,8 +553,28 @@ def mark_reauthorization_required(credential: Credential, store: Store, reason: 
         version=credential.version + 1,
     )
     entry = audit.entry(credential.id, "reauthorization_required", "grantlink", reason=reason)
-    with contextlib.suppress(ConditionFailed):
+    try:
         store.transact(*store.credential_write(credential, after), store.put_audit(entry))
+    except ConditionFailed:
+        return
+    link, token = links.issue_link(
+        Caller(credential.tenant_id),
+        credential.partner_id,
+        credential.title,
+        ReauthorizeRequest.model_validate({}),
+        store,
+        bound_credential_id=credential.id,
+    )
+    events.emit(
+        "credential.reauthorization_required",
+        credential.tenant_id,
+        credentialId=credential.id,
+        partnerId=credential.partner_id,
+        reason=reason,
+        reauthorizeLinkId=link.id,
+        reauthorizeLink=link_url(links.connect_base(), link.id, token),
+        reauthorizeLinkExpiresAt=clock.iso(link.expires_at),
+    )
 
 
 def _timeouts() -> tuple[float, float]:

@@ -136,6 +136,24 @@ class Store:
         last = answer.get("LastEvaluatedKey")
         return [deserialize(i) for i in answer.get("Items", [])], deserialize(last) if last else None
 
+    def due_page(
+        self, shard: int, until: str, start: dict[str, Any] | None, limit: int = 500
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One Query of the sparse due index: the keys of items in `shard` due at or before `until`."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "due",
+            "KeyConditionExpression": "duePk = :s AND dueAt <= :u",
+            "ExpressionAttributeValues": serialize({":s": f"DUE#{shard}", ":u": until}),
+            "Limit": limit,
+            "ReturnConsumedCapacity": "TOTAL",
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = serialize(start)
+        answer = self._call("query", **kwargs)
+        last = answer.get("LastEvaluatedKey")
+        return [deserialize(i) for i in answer.get("Items", [])], deserialize(last) if last else None
+
     # --- share links --------------------------------------------------------------------------------------
 
     def put_new_link(self, link: ShareLink, ttl: int) -> None:

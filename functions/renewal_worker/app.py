@@ -1,0 +1,26 @@
+"""The renewal worker: one SQS batch of due items; failures are reported per record (partial batch)."""
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from grantlink import renewal
+from grantlink.observability import logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def handle(record: SQSRecord) -> str:
+    outcome = renewal.process(json.loads(record.body))
+    logger.info("renewal", extra={"outcome": outcome, "message_id": record.message_id})
+    return outcome
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dict(process_partial_response(event=event, record_handler=handle, processor=processor, context=context))

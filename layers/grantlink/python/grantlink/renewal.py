@@ -1,0 +1,159 @@
+"""Expiry and renewal (use cases): the sweep that finds what is due, and the work done for each item.
+
+The sweep reads only the sparse due index (`duePk = DUE#<shard>`, `dueAt`), so its cost grows with what is due,
+not with the table, and sends each due key to the renewal queue. The worker re-reads every item and acts only if
+it is still due: running the sweep twice for one moment, or receiving a message twice, does nothing twice.
+
+- OAuth credentials with a refresh token: refreshed `GRANTLINK_RENEW_BEFORE_SECONDS` before expiry, under the
+  same single-flight lease as the secret endpoint. `invalid_grant` → `reauthorization_required` (once, with an
+  event carrying a reauthorize link). Transient failures back off exponentially and are counted; failures that
+  span `GRANTLINK_REFRESH_GIVE_UP_SECONDS` end in `reauthorization_required` too.
+- Credentials that cannot refresh themselves get one `credential.expiring`, `GRANTLINK_WARN_BEFORE_SECONDS` ahead.
+- Links past their expiry at status 0 or 2 get one `share.expired`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from grantlink import aws, clock, errors, events, oauth
+from grantlink.config import settings
+from grantlink.models import Credential, CredentialState
+from grantlink.observability import logger
+from grantlink.store import ConditionFailed, Store
+from grantlink.store import default as default_store
+
+BACKOFF_FIRST_SECONDS = 60
+BACKOFF_MAX_SECONDS = 3600
+SQS_BATCH = 10
+
+
+def sweep(store: Store | None = None, sqs: Any = None) -> dict[str, int]:
+    """Queue every item due within the window; returns counts (queued, items read, capacity consumed)."""
+    store, sqs = store or default_store(), sqs or aws.client("sqs")
+    until = clock.iso(clock.now() + timedelta(seconds=settings().sweep_window_seconds))
+    queued = 0
+    for shard in range(settings().due_shards):
+        start: dict[str, Any] | None = None
+        while True:
+            keys, start = store.due_page(shard, until, start)
+            queued += _enqueue(sqs, keys)
+            if not start:
+                break
+    logger.info("sweep", extra={"queued": queued})
+    return {"queued": queued}
+
+
+def _enqueue(sqs: Any, keys: list[dict[str, Any]]) -> int:
+    for first in range(0, len(keys), SQS_BATCH):
+        batch = keys[first : first + SQS_BATCH]
+        entries = [
+            {"Id": str(n), "MessageBody": json.dumps({"pk": k["pk"], "sk": k["sk"], "dueAt": k["dueAt"]})}
+            for n, k in enumerate(batch)
+        ]
+        answer = sqs.send_message_batch(QueueUrl=settings().renewal_queue_url, Entries=entries)
+        if answer.get("Failed"):
+            raise errors.ServiceUnavailable(f"{len(answer['Failed'])} renewal messages were not queued")
+    return len(keys)
+
+
+def process(message: dict[str, Any], store: Store | None = None) -> str:
+    """Do what one due item needs; returns what happened. Raises on a failure worth retrying."""
+    store = store or default_store()
+    pk = str(message.get("pk", ""))
+    kind, _, item_id = pk.partition("#")
+    if kind == "SHARE":
+        return expire_link(item_id, store)
+    if kind == "CRED":
+        return renew_credential(item_id, store)
+    raise ValueError("not a renewal message")
+
+
+def expire_link(link_id: str, store: Store) -> str:
+    link = store.get_link(link_id)
+    if link is None or link.expiry_notified or not link.is_expired():
+        return "skipped"
+    after = replace(link, expiry_notified=True, version=link.version + 1)
+    try:
+        store.replace_link_state(
+            link, after, int((link.expires_at + timedelta(days=settings().link_retention_days)).timestamp())
+        )
+    except ConditionFailed:
+        return "skipped"  # changed meanwhile (regenerated, revoked, consumed): the next state decides
+    events.emit(
+        "share.expired",
+        link.tenant_id,
+        linkId=link.id,
+        partnerId=link.partner_id,
+        status=int(link.status),
+        expiresAt=clock.iso(link.expires_at),
+    )
+    return "share_expired"
+
+
+def renew_credential(credential_id: str, store: Store) -> str:
+    credential = store.get_credential(credential_id)
+    due = credential.due_at() if credential else None
+    if credential is None or due is None or due > clock.now():
+        return "skipped"  # not due (any more): done already, or changed meanwhile
+    if not credential.refreshable:
+        return _warn_expiring(credential, store)
+    try:
+        oauth.refresh(credential, store)
+    except errors.Conflict as exc:
+        return exc.code  # reauthorization_required / no_refresh_token: the tenant was told
+    except errors.ServiceUnavailable:
+        return _record_failure(credential_id, store)
+    return "refreshed"
+
+
+def _warn_expiring(credential: Credential, store: Store) -> str:
+    after = replace(credential, expiry_warned=True, version=credential.version + 1)
+    try:
+        store.transact(*store.credential_write(credential, after))
+    except ConditionFailed:
+        return "skipped"
+    events.emit(
+        "credential.expiring",
+        credential.tenant_id,
+        credentialId=credential.id,
+        partnerId=credential.partner_id,
+        accessExpiresAt=clock.iso(credential.access_expires_at) if credential.access_expires_at else None,
+        reason="no refresh token: a person must reauthorize before it expires",
+    )
+    return "expiring"
+
+
+def _record_failure(credential_id: str, store: Store) -> str:
+    """Count a transient failure and back off exponentially; give up after failures spanning the limit."""
+    credential = store.get_credential(credential_id)
+    if credential is None or credential.state != CredentialState.ACTIVE:
+        return "skipped"
+    now = clock.now().replace(microsecond=0)
+    since = credential.failing_since or now
+    failures = credential.refresh_failures + 1
+    if now - since >= timedelta(seconds=settings().refresh_give_up_seconds):
+        oauth.mark_reauthorization_required(credential, store, f"refresh failing since {clock.iso(since)}")
+        return "reauthorization_required"
+    delay = min(BACKOFF_FIRST_SECONDS * 2 ** (failures - 1), BACKOFF_MAX_SECONDS)
+    after = replace(
+        credential, refresh_failures=failures, failing_since=since, retry_at=now + timedelta(seconds=delay),
+        version=credential.version + 1,
+    )  # fmt: skip
+    try:
+        store.transact(*store.credential_write(credential, after))
+    except ConditionFailed:
+        return "skipped"
+    events.emit(
+        "credential.refresh_failed",
+        credential.tenant_id,
+        credentialId=credential.id,
+        partnerId=credential.partner_id,
+        failures=failures,
+        failingSince=clock.iso(since),
+        nextAttemptAt=clock.iso(after.retry_at) if after.retry_at else None,
+    )
+    return "refresh_failed"
