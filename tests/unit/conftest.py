@@ -133,3 +133,11 @@ def delivered_events(aws_env: dict[str, Any]) -> Any:
             )
 
     return read
+
+
+@pytest.fixture
+def provider_server(httpserver: HTTPServer, aws_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fake OAuth partner (id 7777) on 127.0.0.1, and tenant A's OAuth app for it."""
+    from tests.unit.oauth_fakes import fake_partner
+
+    return fake_partner(httpserver, monkeypatch)

@@ -8,93 +8,27 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from grantlink import connect, connections, errors, links, oauth, providers
 from grantlink.models import Caller, CreateLinkRequest, CredentialState, LinkStatus, OAuthAppRequest
-from grantlink.providers import Provider
 from grantlink.store import default as default_store
 from tests.helpers import FrozenClock
-
-A = Caller("tnt_a", frozenset({"links:write", "credentials:read", "credentials:write", "credentials:secret"}))
-PARTNER_ID = 7777
-REDIRECT = "https://connect.example.test/oauth/callback"
-CLIENT_SECRET = "client-secret-value-xyz"
-
-
-class FakeAuthorizationServer:
-    """The token endpoint of a fake partner: counts calls, records bodies, answers what a test asks."""
-
-    def __init__(self, server: HTTPServer) -> None:
-        self.server, self.calls, self.lock = server, [], threading.Lock()
-        self.refresh_token: str | None = "refresh-1"
-        self.error: str | None = None
-        self.delay = 0.0
-        server.expect_request("/token", method="POST").respond_with_handler(self.token)
-
-    def token(self, request: Request) -> Response:
-        with self.lock:
-            self.calls.append({k: v[0] for k, v in parse_qs(request.get_data(as_text=True)).items()})
-            number = len(self.calls)
-        time.sleep(self.delay)  # a slow provider, so that concurrent refreshes overlap
-        if self.error:
-            return Response(json.dumps({"error": self.error}), 400, content_type="application/json")
-        body = {"access_token": f"access-{number}", "token_type": "Bearer", "expires_in": 3600, "scope": "read"}
-        if self.refresh_token:
-            body["refresh_token"] = f"{self.refresh_token}-{number}"
-        return Response(json.dumps(body), 200, content_type="application/json")
-
-
-@pytest.fixture
-def provider_server(httpserver: HTTPServer, aws_env: Any, monkeypatch: pytest.MonkeyPatch) -> FakeAuthorizationServer:
-    """A fake OAuth partner (id 7777) on 127.0.0.1 and tenant A's OAuth app for it."""
-    base = httpserver.url_for("").rstrip("/")
-    partner = Provider.model_validate(
-        {
-            "id": PARTNER_ID, "slug": "fake-oauth", "name": "Fake OAuth", "authType": "oauth2", "docsUrl": base,
-            "description": "A fake partner for tests.", "fields": [], "baseUrl": base,
-            "auth": {"in": "bearer", "value": "{accessToken}"},
-            "test": {"method": "GET", "path": "/me", "expectStatus": [200], "accountName": "name"},
-            "oauth": {"authorizeUrl": f"{base}/authorize", "tokenUrl": f"{base}/token", "scopes": ["read", "write"],
-                      "pkce": True, "issuer": base, "clientAuth": "basic"},
-        },
-        context={"allow_http": True},
-    )  # fmt: skip
-    real_find = providers.find
-    monkeypatch.setattr(providers, "find", lambda pid: partner if pid == PARTNER_ID else real_find(pid))
-    monkeypatch.setattr(providers, "get", lambda pid: partner if pid == PARTNER_ID else real_find(pid))
-    monkeypatch.setenv("GRANTLINK_ALLOW_PRIVATE_TARGETS", "true")
-    from grantlink import config
-
-    config.reset()
-    app = OAuthAppRequest.model_validate({"clientId": "client-1", "clientSecret": CLIENT_SECRET})
-    oauth.put_app(A, PARTNER_ID, app, REDIRECT)
-    return FakeAuthorizationServer(httpserver)
-
-
-def start_flow() -> tuple[links.ShareLink, dict[str, list[str]]]:
-    """A link for the fake partner, started: returns the link and the authorize URL's query."""
-    link, token = links.create_link(A, CreateLinkRequest(partnerId=PARTNER_ID, title="Fake CRM"))
-    url = oauth.start(link.id, token, {}, REDIRECT)
-    return link, parse_qs(urlsplit(url).query)
-
-
-def finish(query: dict[str, list[str]], **params: str) -> oauth.CallbackOutcome:
-    issuer = providers.find(PARTNER_ID).oauth.issuer  # type: ignore[union-attr]
-    answer = {"code": "code-123", "state": query["state"][0], "iss": issuer or "", **params}
-    return oauth.callback({k: v for k, v in answer.items() if v is not None}, REDIRECT)
-
-
-def connected_credential(server: FakeAuthorizationServer) -> str:
-    link, query = start_flow()
-    assert finish(query).connected
-    return links.get_link(A, link.id).credential_id or ""
+from tests.unit.oauth_fakes import (
+    CLIENT_SECRET,
+    PARTNER_ID,
+    REDIRECT,
+    A,
+    FakeAuthorizationServer,
+    connected_credential,
+    expire_access_token,
+    finish,
+    start_flow,
+)
 
 
 def test_the_whole_flow_connects_and_stores_tokens_encrypted(provider_server: Any, table_items: Any) -> None:
@@ -214,17 +148,6 @@ def test_oauth_apps_never_return_the_secret(provider_server: Any, table_items: A
         oauth.get_app(Caller("tnt_b"), PARTNER_ID, REDIRECT)
     with pytest.raises(errors.UnprocessableEntity):
         oauth.put_app(A, 9001, OAuthAppRequest.model_validate({"clientId": "x", "clientSecret": "y"}), REDIRECT)
-
-
-def expire_access_token(credential_id: str) -> None:
-    """Make the stored token due for refresh (as if an hour had passed)."""
-    from dataclasses import replace
-
-    store = default_store()
-    credential = store.get_credential(credential_id)
-    assert credential and credential.access_expires_at
-    moved = replace(credential, access_expires_at=credential.access_expires_at.replace(year=2000))
-    store.transact(store.credential_write(credential, replace(moved, version=credential.version + 1))[0])
 
 
 def test_o6_concurrent_refreshes_make_one_token_call(provider_server: FakeAuthorizationServer) -> None:

@@ -1,0 +1,293 @@
+"""Expiry and renewal: the due index, the sweep, the worker, and the events (SECURITY.md R1, R2, R3, O6–O8)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from werkzeug import Request, Response
+
+from grantlink import clock, config, connect, links, renewal
+from grantlink.models import Caller, CreateLinkRequest, CredentialState, LinkStatus
+from grantlink.store import default as default_store
+from tests.helpers import FrozenClock, LambdaContext, function
+from tests.unit.oauth_fakes import A, FakeAuthorizationServer, connected_credential, expire_access_token
+
+
+def due_items(aws_env: dict[str, Any]) -> list[dict[str, Any]]:
+    client = boto3.client("dynamodb")
+    items = client.scan(TableName=aws_env["env"]["GRANTLINK_TABLE"], IndexName="due")["Items"]
+    return sorted(items, key=lambda i: i["dueAt"]["S"])
+
+
+def queued(aws_env: dict[str, Any]) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    url = aws_env["env"]["GRANTLINK_RENEWAL_QUEUE_URL"]
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        messages += batch
+        sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        )
+    return messages
+
+
+def work(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The renewal worker's handler on an SQS event made of these messages."""
+    shape = {
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "awsRegion": "us-east-1",
+    }
+    records = [
+        {
+            **shape,
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "eventSourceARN": "q",
+        }
+        for m in messages
+    ]
+    return function("renewal_worker").lambda_handler({"Records": records}, LambdaContext("worker", 60))
+
+
+def run_jobs(aws_env: dict[str, Any]) -> dict[str, Any]:
+    renewal.sweep()
+    return work(queued(aws_env))
+
+
+def kinds(delivered_events: Any) -> list[str]:
+    return [e["detail-type"] for e in delivered_events()]
+
+
+def test_only_items_that_need_attention_are_in_the_due_index(provider_server: FakeAuthorizationServer) -> None:
+    from tests.unit.test_connect import new_link
+
+    waiting, _ = new_link()
+    used, used_token = new_link()
+    connect.submit(used.id, used_token, {"apiKey": "sk_live_verysecretvalue_1234"})
+    revoked, _ = new_link()
+    links.revoke_link(A, revoked.id)
+    oauth_credential = connected_credential(provider_server)
+    from tests.unit.conftest import CONNECT  # noqa: F401
+
+    keys = {i["pk"]["S"]: i["dueAt"]["S"] for i in due_items({"env": {"GRANTLINK_TABLE": default_store().table}})}
+    assert f"SHARE#{waiting.id}" in keys and keys[f"SHARE#{waiting.id}"] == clock.iso(waiting.expires_at)
+    assert f"SHARE#{used.id}" not in keys and f"SHARE#{revoked.id}" not in keys
+    credential = default_store().get_credential(oauth_credential)
+    assert credential and credential.access_expires_at
+    assert keys[f"CRED#{oauth_credential}"] == clock.iso(credential.access_expires_at - timedelta(seconds=900))
+    assert not any(k.startswith("CRED#") and k != f"CRED#{oauth_credential}" for k in keys)  # the API-key one
+
+
+def test_a_due_token_is_refreshed_by_the_jobs(
+    aws_env: Any, provider_server: FakeAuthorizationServer, delivered_events: Any, clock: FrozenClock
+) -> None:
+    credential_id = connected_credential(provider_server)
+    before = default_store().get_credential(credential_id)
+    assert before and before.access_expires_at
+    clock.advance(minutes=50)  # the hour-long token now expires within 15 minutes
+    answer = run_jobs(aws_env)
+    assert answer == {"batchItemFailures": []}
+    after = default_store().get_credential(credential_id)
+    assert after and after.last_refreshed_at == clock().replace(microsecond=0)
+    assert after.access_expires_at and after.access_expires_at > before.access_expires_at
+    assert provider_server.calls[-1]["grant_type"] == "refresh_token"
+    refreshed = [e for e in delivered_events() if e["detail-type"] == "credential.refreshed"]
+    assert len(refreshed) == 1 and refreshed[0]["detail"]["credentialId"] == credential_id
+
+
+def test_r1_the_same_schedule_event_twice_queues_once(aws_env: Any, provider_server: FakeAuthorizationServer) -> None:
+    """R1: Scheduler delivering one event twice → one sweep; and duplicate messages → one refresh."""
+    credential_id = connected_credential(provider_server)
+    expire_access_token(credential_id)
+    sweep = function("expiry_sweep").lambda_handler
+    event = {"id": "schedule-event-1", "time": "2026-11-22T10:00:00Z", "source": "aws.scheduler"}
+    first = sweep(event, LambdaContext("sweep", 60))
+    second = sweep(event, LambdaContext("sweep", 60))
+    assert first == second and first["queued"] >= 1
+    messages = queued(aws_env)
+    assert len(messages) == first["queued"]
+    calls = len(provider_server.calls)
+    work(messages + messages)  # every message delivered twice
+    assert len(provider_server.calls) - calls == 1
+
+
+def test_r2_one_bad_record_fails_alone(aws_env: Any, provider_server: FakeAuthorizationServer) -> None:
+    credential_id = connected_credential(provider_server)
+    expire_access_token(credential_id)
+    renewal.sweep()
+    good = queued(aws_env)
+    bad = {"MessageId": "bad-1", "ReceiptHandle": "r", "Body": "{not json"}
+    answer = work([*good, bad])
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+    assert default_store().get_credential(credential_id).last_refreshed_at  # type: ignore[union-attr]
+
+
+def test_o6_concurrent_renewals_of_one_credential_make_one_call(provider_server: FakeAuthorizationServer) -> None:
+    credential_id = connected_credential(provider_server)
+    expire_access_token(credential_id)
+    provider_server.delay = 0.4
+    calls = len(provider_server.calls)
+    outcomes: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(renewal.renew_credential(credential_id, default_store())))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(provider_server.calls) - calls == 1
+    assert outcomes.count("refreshed") >= 1 and len(outcomes) == 4
+
+
+class RotatingServer(FakeAuthorizationServer):
+    """A provider that invalidates a refresh token the moment it is used (strict rotation)."""
+
+    def __init__(self, server: Any) -> None:
+        self.valid: set[str] = set()
+        super().__init__(server)
+
+    def token(self, request: Request) -> Response:
+        form = dict(request.form)
+        if form.get("grant_type") == "refresh_token":
+            with self.lock:
+                if form["refresh_token"] not in self.valid:
+                    self.calls.append(form)
+                    return Response(json.dumps({"error": "invalid_grant"}), 400, content_type="application/json")
+                self.valid.discard(form["refresh_token"])
+        answer = super().token(request)
+        self.valid.add(json.loads(answer.get_data())["refresh_token"])
+        return answer
+
+
+def test_a_rotating_refresh_token_survives_two_concurrent_renewals(
+    httpserver: Any, provider_server: FakeAuthorizationServer, delivered_events: Any
+) -> None:
+    httpserver.clear()
+    rotating = RotatingServer(httpserver)
+    credential_id = connected_credential(rotating)
+    expire_access_token(credential_id)
+    rotating.delay = 0.4
+    threads = [
+        threading.Thread(target=renewal.renew_credential, args=(credential_id, default_store())) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    credential = default_store().get_credential(credential_id)
+    assert credential and credential.state == CredentialState.ACTIVE
+    assert [c["grant_type"] for c in rotating.calls] == ["authorization_code", "refresh_token"]
+    assert "credential.reauthorization_required" not in kinds(delivered_events)
+
+
+def test_o8_invalid_grant_makes_one_state_change_and_one_event(
+    aws_env: Any, provider_server: FakeAuthorizationServer, delivered_events: Any
+) -> None:
+    credential_id = connected_credential(provider_server)
+    expire_access_token(credential_id)
+    provider_server.error = "invalid_grant"
+    for _ in range(3):
+        run_jobs(aws_env)
+    credential = default_store().get_credential(credential_id)
+    assert credential and credential.state == CredentialState.REAUTHORIZATION_REQUIRED
+    assert [c["grant_type"] for c in provider_server.calls].count("refresh_token") == 1
+    required = [e for e in delivered_events() if e["detail-type"] == "credential.reauthorization_required"]
+    assert len(required) == 1
+    detail = required[0]["detail"]
+    assert detail["reauthorizeLink"].startswith("https://connect.example.test/connect?id=lnk_")
+    link = links.get_link(A, detail["reauthorizeLinkId"])
+    assert link.bound_credential_id == credential_id and link.status == LinkStatus.WAITING
+    assert credential_id not in {i["pk"]["S"].removeprefix("CRED#") for i in due_items(aws_env)}
+
+
+def test_transient_failures_back_off_and_finally_require_reauthorization(
+    aws_env: Any, provider_server: FakeAuthorizationServer, delivered_events: Any, clock: FrozenClock
+) -> None:
+    credential_id = connected_credential(provider_server)
+    expire_access_token(credential_id)
+    provider_server.error = "temporarily_unavailable"
+    assert renewal.renew_credential(credential_id, default_store()) == "refresh_failed"
+    first = default_store().get_credential(credential_id)
+    assert (
+        first
+        and first.refresh_failures == 1
+        and first.retry_at == clock().replace(microsecond=0) + timedelta(seconds=60)
+    )
+    assert renewal.renew_credential(credential_id, default_store()) == "skipped"  # not due until retry_at
+    clock.advance(seconds=61)
+    assert renewal.renew_credential(credential_id, default_store()) == "refresh_failed"
+    second = default_store().get_credential(credential_id)
+    assert (
+        second
+        and second.refresh_failures == 2
+        and second.retry_at == clock().replace(microsecond=0) + timedelta(seconds=120)
+    )
+    assert second.to_out().refreshFailures == 2
+    clock.advance(hours=24)
+    assert renewal.renew_credential(credential_id, default_store()) == "reauthorization_required"
+    assert kinds(delivered_events).count("credential.refresh_failed") == 2
+    assert kinds(delivered_events).count("credential.reauthorization_required") == 1
+
+
+def test_r3_a_hanging_provider_is_a_timeout_well_inside_the_function_timeout(
+    aws_env: Any, provider_server: FakeAuthorizationServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    credential_id = connected_credential(provider_server)
+    expire_access_token(credential_id)
+    monkeypatch.setenv("GRANTLINK_TEST_READ_TIMEOUT", "0.5")
+    config.reset()
+    provider_server.delay = 3
+    started = time.monotonic()
+    assert renewal.renew_credential(credential_id, default_store()) == "refresh_failed"
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_credential_without_a_refresh_token_warns_once(
+    aws_env: Any, provider_server: FakeAuthorizationServer, delivered_events: Any, clock: FrozenClock
+) -> None:
+    provider_server.refresh_token = None
+    credential_id = connected_credential(provider_server)
+    credential = default_store().get_credential(credential_id)
+    assert credential and not credential.refreshable and credential.access_expires_at
+    assert credential.due_at() == credential.access_expires_at - timedelta(hours=72)
+    clock.advance(minutes=1)
+    for _ in range(2):
+        run_jobs(aws_env)
+    assert kinds(delivered_events).count("credential.expiring") == 1
+
+
+def test_an_expired_link_emits_share_expired_once(aws_env: Any, delivered_events: Any, clock: FrozenClock) -> None:
+    link, _ = links.create_link(Caller("tnt_a"), CreateLinkRequest(partnerId=9001, title="late", expiresInHours=1))
+    clock.advance(minutes=59)
+    run_jobs(aws_env)
+    assert "share.expired" not in kinds(delivered_events)
+    clock.advance(minutes=1)
+    for _ in range(2):
+        run_jobs(aws_env)
+    expired = [e for e in delivered_events() if e["detail-type"] == "share.expired"]
+    assert len(expired) == 1 and expired[0]["detail"]["linkId"] == link.id
+    assert f"SHARE#{link.id}" not in {i["pk"]["S"] for i in due_items(aws_env)}
+
+
+def test_share_completed_and_credential_deleted_events(aws_env: Any, delivered_events: Any) -> None:
+    from grantlink import connections
+
+    link, token = links.create_link(Caller("tnt_a"), CreateLinkRequest(partnerId=9001, title="x"))
+    credential_id = connect.submit(link.id, token, {"apiKey": "demo-key-123456789"}).credential.id
+    connections.delete_credential(Caller("tnt_a"), credential_id)
+    seen = {e["detail-type"]: e["detail"] for e in delivered_events()}
+    assert seen["share.completed"]["linkId"] == link.id and seen["share.completed"]["credentialId"] == credential_id
+    assert seen["credential.deleted"]["credentialId"] == credential_id
+    assert all(detail["eventId"] and detail["tenantId"] == "tnt_a" for detail in seen.values())
