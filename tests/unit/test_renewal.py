@@ -59,8 +59,10 @@ def work(messages: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_jobs(aws_env: dict[str, Any]) -> dict[str, Any]:
+    """One sweep, then the worker on whatever it queued (Lambda never invokes it with an empty batch)."""
     renewal.sweep()
-    return work(queued(aws_env))
+    messages = queued(aws_env)
+    return work(messages) if messages else {"batchItemFailures": []}
 
 
 def kinds(delivered_events: Any) -> list[str]:

@@ -493,11 +493,21 @@ def _refresh_now(current: Credential, store: Store) -> dict[str, Any]:
         access_expires_at=clock.parse_iso(new_values["expiresAt"]) if "expiresAt" in new_values else None,
         last_refreshed_at=now,
         refresh_failures=0,
+        failing_since=None,
+        retry_at=None,
+        refreshable="refreshToken" in new_values,
         updated_at=now,
         version=current.version + 1,
     )
     store.transact(
         *store.credential_write(current, after), store.put_audit(audit.entry(current.id, "refreshed", "grantlink"))
+    )
+    events.emit(
+        "credential.refreshed",
+        current.tenant_id,
+        credentialId=current.id,
+        partnerId=current.partner_id,
+        accessExpiresAt=new_values.get("expiresAt"),
     )
     return new_values
 
