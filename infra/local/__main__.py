@@ -30,6 +30,8 @@ def main() -> int:
     print(f"  API key:      {stack.api_key}", flush=True)
     print(f"  AWS endpoint: {stack.aws_endpoint}", flush=True)
     print(f"  OAuth server: http://127.0.0.1:{stack.oauth_port} (demo-oauth, partner 9003)", flush=True)
+    every = f"every {stack.jobs.interval:g} s" if stack.jobs.interval > 0 else "timer off"
+    print(f"  Renewals:     {every}; POST {stack.api_url}/_local/sweep runs them now", flush=True)
     print(f"  OpenAPI:      {stack.api_url}/docs\n  (Ctrl-C stops it)", flush=True)
     stopping.wait()
     stack.stop()

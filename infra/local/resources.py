@@ -1,4 +1,4 @@
-"""Create the template's AWS resources (tables, KMS key and alias, secrets) in moto, or any endpoint.
+"""Create the template's AWS resources (tables, KMS key and alias, secrets, bus, queues) in moto, or any endpoint.
 
 Used by the local stack and by the test fixtures, so the tables the code runs against are the tables
 template.yaml declares: same key schemas, indexes and TTL attribute.
@@ -62,6 +62,10 @@ def provision(
         resolver.refs[logical_id] = name
     for logical_id, res in resources(template, "AWS::DynamoDB::Table").items():
         resolver.refs[logical_id] = _table(client("dynamodb"), resolver, f"{stack}-{logical_id}", res["Properties"])
+    # Dead-letter queues first: a redrive policy names its DLQ's ARN.
+    queues = sorted(resources(template, "AWS::SQS::Queue").items(), key=lambda q: "RedrivePolicy" in q[1]["Properties"])
+    for logical_id, res in queues:
+        _queue(client("sqs"), resolver, logical_id, f"{stack}-{logical_id}", res["Properties"])
     for logical_id in template["Resources"]:
         resolver.refs.setdefault(logical_id, f"{stack}-{logical_id}")
     return resolver
@@ -103,6 +107,21 @@ def _table(dynamodb: Any, resolver: Resolver, name: str, props: dict[str, Any]) 
             TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
         )
     return name
+
+
+def _queue(sqs: Any, resolver: Resolver, logical_id: str, name: str, props: dict[str, Any]) -> None:
+    attributes = {}
+    for key, value in resolver.resolve(props).items():
+        if key in ("QueueName", "Tags"):
+            continue
+        if isinstance(value, dict):
+            attributes[key] = json.dumps(value)
+        else:
+            attributes[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    resolver.refs[logical_id] = url
+    resolver.attrs[logical_id] = {"Arn": arn, "QueueName": name, "QueueUrl": url}
 
 
 def function_environment(template: dict[str, Any], resolver: Resolver) -> dict[str, str]:

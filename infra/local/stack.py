@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,13 +23,16 @@ from urllib.parse import urlsplit
 
 import boto3
 
-from infra.local import resources, template
+from infra.local import jobs, resources, template
 from infra.local.gateway import Gateway, Reply, Request, check_every_function_is_declared, load_handler
 
 LOCAL = "127.0.0.1"
 # Where the demo tenant may send customers after connecting (a local app of yours, say).
 DEMO_REDIRECTS = ("http://localhost:8080", "http://127.0.0.1:8080")
 DEMO_OAUTH_PARTNER = 9003
+# Local override of the renewal queue's visibility timeout (the template's is 6 minutes): a renewal the worker
+# reports as failed is retried within seconds, and reaches the dead-letter queue after maxReceiveCount tries.
+RENEWAL_VISIBILITY_SECONDS = 5
 # Local-only endpoints beside the API: path -> handler(request) -> Reply
 Extra = Callable[[Request], Reply]
 
@@ -71,9 +75,10 @@ class LocalStack:
         self.env.update(self._local_overrides())
         os.environ.update(self.env)
         self.gateway = _gateway(tpl, resolver)
-        self.extras = {**_extras(), "/_local/oauth-stats": self._oauth_stats}
+        self.extras = {**_extras(), "/_local/oauth-stats": self._oauth_stats, "/_local/sweep": self._sweep}
         self._start_oauth_server()
         self._seed_demo_tenant()
+        self.jobs = self._start_jobs(tpl, resolver, session)
         threading.Thread(target=self._server.serve_forever, name="api", daemon=True).start()
 
     @property
@@ -96,6 +101,7 @@ class LocalStack:
     def _local_overrides(self) -> dict[str, str]:
         return {
             "GRANTLINK_CONNECT_BASE_URL": self.api_url,
+            "GRANTLINK_API_URL": self.api_url,
             "GRANTLINK_LOCAL_DEMO": "true",
             "GRANTLINK_DEMO_BASE_URL": self.api_url,
             "GRANTLINK_DEMO_OAUTH_URL": f"http://{LOCAL}:{self.oauth_port}",
@@ -103,6 +109,30 @@ class LocalStack:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
+
+    def _start_jobs(self, tpl: dict[str, Any], resolver: template.Resolver, session: Any) -> jobs.JobRunner:
+        """The sweep on a timer, the renewal queue drained after it, and every bus event printed."""
+        handlers = {logical_id: env.invoke for logical_id, env in self.gateway.environments.items()}
+        interval = float(os.environ.get(jobs.SWEEP_INTERVAL_VARIABLE, jobs.DEFAULT_SWEEP_INTERVAL))
+        runner = jobs.from_template(tpl, resolver, handlers, session.client("sqs"), interval)
+        runner.source.sqs.set_queue_attributes(
+            QueueUrl=runner.source.queue_url, Attributes={"VisibilityTimeout": str(RENEWAL_VISIBILITY_SECONDS)}
+        )
+        bus, name = self.env["GRANTLINK_EVENT_BUS"], f"{self.stack_name}-local-events"
+        printer = jobs.EventPrinter.create(session.client("sqs"), session.client("events"), bus, name, runner.stopping)
+        runner.start(printer.loop)
+        return runner
+
+    def _sweep(self, request: Request) -> Reply:
+        """POST /_local/sweep: one sweep and a drain of the renewal queue, now; answers the counts."""
+        if request.method != "POST":
+            return _json_reply(405, {"message": "POST only"}, allow="POST")
+        try:
+            counts: dict[str, Any] = self.jobs.run_once()
+        except Exception as exc:  # noqa: BLE001 - reported to the caller and in the log, as a crashed Lambda would be
+            traceback.print_exc()
+            return _json_reply(500, {"error": type(exc).__name__})
+        return _json_reply(200, counts)
 
     def _oauth_stats(self, _: Request) -> Reply:
         body = json.dumps({"tokenRequests": self.token_requests}).encode()
@@ -166,6 +196,7 @@ class LocalStack:
         return {"Parameters": {k: v for k, v in {**os.environ, **self.env}.items() if k.startswith(keep)}}
 
     def stop(self) -> None:
+        self.jobs.stop()
         self._oauth.terminate()
         self._oauth.wait(timeout=10)
         self._server.shutdown()
@@ -185,6 +216,10 @@ def _gateway(tpl: dict[str, Any], resolver: template.Resolver) -> Gateway:
     authorizer = template.authorizer(tpl)
     cache = int(resolver.resolve(authorizer[1].get("ReauthorizeEvery", 300)))
     return Gateway(template.http_routes(tpl), handlers, {s.logical_id: s for s in specs}, authorizer, cache)
+
+
+def _json_reply(status: int, body: dict[str, Any], **headers: str) -> Reply:
+    return Reply(status, {"content-type": "application/json", **headers}, [], json.dumps(body).encode())
 
 
 def _extras() -> dict[str, Extra]:

@@ -162,6 +162,16 @@ def http_routes(template: dict[str, Any]) -> list[RouteSpec]:
     return routes
 
 
+def event_sources(template: dict[str, Any], kind: str) -> list[tuple[FunctionSpec, str, dict[str, Any]]]:
+    """(function, event name, event properties) for every event of one SAM type (ScheduleV2, SQS, ...)."""
+    return [
+        (fn, name, event.get("Properties", {}))
+        for fn in functions(template)
+        for name, event in fn.events.items()
+        if event["Type"] == kind
+    ]
+
+
 def authorizer(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(authorizer function logical id, its Identity settings) of the HTTP API's default authorizer."""
     auth = next(iter(resources(template, "AWS::Serverless::HttpApi").values()))["Properties"]["Auth"]

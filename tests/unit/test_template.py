@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -28,11 +29,11 @@ def test_cfn_lint_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_sam_translator_transforms_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """aws-sam-translator turns it into plain CloudFormation (code URIs stand in for what `sam package` uploads)."""
+@pytest.fixture(scope="module")
+def cloudformation() -> dict[str, Any]:
+    """template.yaml after aws-sam-translator (code URIs stand in for what `sam package` uploads)."""
     from samtranslator.translator.transform import transform
 
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     packaged = template.load()
     for resource in packaged["Resources"].values():
         for key in ("CodeUri", "ContentUri"):
@@ -43,7 +44,14 @@ def test_sam_translator_transforms_it(monkeypatch: pytest.MonkeyPatch) -> None:
         def load(self) -> dict[str, str]:
             return {}
 
-    output = transform(packaged, {}, NoManagedPolicies())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        return dict(transform(packaged, {}, NoManagedPolicies()))
+
+
+def test_sam_translator_transforms_it(cloudformation: dict[str, Any]) -> None:
+    """aws-sam-translator turns it into plain CloudFormation."""
+    output = cloudformation
     kinds = {r["Type"] for r in output["Resources"].values()}
     assert {"AWS::ApiGatewayV2::Api", "AWS::Lambda::Function", "AWS::Lambda::LayerVersion"} <= kinds
     api = next(r for r in output["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Api")
@@ -124,3 +132,103 @@ def test_layer_requirements_match_the_pinned_runtime_dependencies() -> None:
     lines = (ROOT / "layers/grantlink/requirements.txt").read_text().splitlines()
     assert sorted(line for line in lines if line and not line.startswith("#")) == sorted(pinned)
     assert all(re.search(r"==\d", p) for p in pinned)
+
+
+# --- R4: failures are retried, parked and alarmed; load is bounded ------------------------------------------------
+
+
+def only_event(kind: str) -> tuple[str, dict[str, Any]]:
+    """(function logical id, event properties) of the template's one event of this SAM type."""
+    ((function, _, properties),) = template.event_sources(TPL, kind)
+    return function.logical_id, properties
+
+
+def test_renewal_queue_redrives_to_its_dead_letter_queue_after_five_receives() -> None:
+    assert props("RenewalQueue")["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["RenewalDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    assert props("RenewalDeadLetterQueue")["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_renewal_queue_visibility_outlasts_six_worker_timeouts() -> None:
+    """Lambda's advice for SQS sources: a message is not redelivered while a retried invocation may still run."""
+    assert props("RenewalQueue")["VisibilityTimeout"] >= 6 * props("RenewalWorkerFunction")["Timeout"]
+
+
+def test_every_queue_is_encrypted() -> None:
+    for logical_id, queue in template.resources(TPL, "AWS::SQS::Queue").items():
+        assert queue["Properties"].get("SqsManagedSseEnabled") is True, logical_id
+
+
+def test_sweep_schedule_retries_then_dead_letters() -> None:
+    function, schedule = only_event("ScheduleV2")
+    assert function == "ExpirySweepFunction"
+    assert schedule["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 600}
+    assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]}}
+
+
+def test_sweep_event_keys_a_run_by_its_scheduled_time() -> None:
+    """R1: the sweep's idempotency key must be the same on every retry of one run. Scheduler's scheduled time is;
+    its execution id is not, so it must not pose as the event's `id`."""
+    _, schedule = only_event("ScheduleV2")
+    sent = json.loads(schedule["Input"])
+    assert sent["time"] == "<aws.scheduler.scheduled-time>"
+    assert "id" not in sent
+
+
+def test_renewal_worker_has_reserved_concurrency_and_reports_batch_item_failures() -> None:
+    function, feed = only_event("SQS")
+    worker = props(function)
+    assert (function, feed["Queue"]) == ("RenewalWorkerFunction", {"Fn::GetAtt": ["RenewalQueue", "Arn"]})
+    assert worker["ReservedConcurrentExecutions"] == 5
+    assert feed["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert feed["BatchSize"] == 10
+
+
+def test_queue_poller_never_outruns_the_reserved_concurrency() -> None:
+    """A throttled SQS poller returns messages to the queue, where the retries count towards the DLQ."""
+    function, feed = only_event("SQS")
+    assert feed["ScalingConfig"]["MaximumConcurrency"] <= props(function)["ReservedConcurrentExecutions"]
+
+
+def test_http_api_is_throttled() -> None:
+    limits = props("HttpApi")["DefaultRouteSettings"]
+    assert limits["ThrottlingRateLimit"] > 0 and limits["ThrottlingBurstLimit"] > 0
+
+
+def alarms(namespace: str, metric: str) -> dict[str, dict[str, Any]]:
+    """Alarms on any positive value of one metric, by the logical id of the resource they watch."""
+    found = {}
+    for alarm in template.resources(TPL, "AWS::CloudWatch::Alarm").values():
+        p = alarm["Properties"]
+        if (p["Namespace"], p["MetricName"], p["Threshold"], p["ComparisonOperator"]) == (
+            namespace, metric, 0, "GreaterThanThreshold"
+        ):  # fmt: skip
+            value = p["Dimensions"][0]["Value"]
+            found[value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]] = p
+    return found
+
+
+def test_both_dead_letter_queues_have_an_alarm() -> None:
+    watched = alarms("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert {"RenewalDeadLetterQueue", "SweepDeadLetterQueue"} <= set(watched)
+
+
+def test_sweep_and_worker_errors_have_an_alarm() -> None:
+    watched = alarms("AWS/Lambda", "Errors")
+    assert {"ExpirySweepFunction", "RenewalWorkerFunction"} <= set(watched)
+    assert all(alarm["Period"] == 300 for alarm in watched.values())
+
+
+def test_no_role_grants_a_wildcard_action_once_sam_expands_the_policy_templates(
+    cloudformation: dict[str, Any],
+) -> None:
+    """`*`, `kms:*`, `dynamodb:*`: nowhere, including what DynamoDBCrudPolicy & co. and the schedule's role become."""
+    roles = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert roles
+    for role in roles:
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                assert not any(a == "*" or a.endswith(":*") for a in actions), (policy["PolicyName"], statement)
