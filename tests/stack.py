@@ -18,6 +18,7 @@ START_TIMEOUT = 60
 
 def start_stack(state_file: Path, log_file: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GRANTLINK_"))}
+    env["GRANTLINK_SWEEP_INTERVAL_SECONDS"] = "0"  # no timer: tests run the jobs with POST /_local/sweep
     env.update(extra_env or {})
     with log_file.open("wb") as log:
         process = subprocess.Popen(

@@ -13,5 +13,8 @@ from grantlink.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_context(context)
-    # A schedule event delivered twice (Scheduler retries) queues once (SECURITY.md R1).
-    return idempotency.run_once("scheduler", "sweep", str(event.get("id") or event.get("time")), {}, renewal.sweep)
+    # One scheduled run delivered twice (Scheduler retries keep its scheduled time) queues once (SECURITY.md R1).
+    run = str(event.get("time") or event.get("id") or "")
+    if not run:
+        return renewal.sweep()  # an ad-hoc invocation without a time: nothing to de-duplicate against
+    return idempotency.run_once("scheduler", "sweep", run, {}, renewal.sweep)

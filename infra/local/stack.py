@@ -67,12 +67,14 @@ class LocalStack:
         self._moto.start()
         self._server = _Server((LOCAL, self.port), _handler_class(self))
         self.port = int(self._server.server_address[1])
+        chosen = {k: v for k, v in os.environ.items() if k.startswith("GRANTLINK_")}  # the developer's settings
         self._configure_environment()
         tpl = template.load()
         session = boto3.session.Session()
         resolver = resources.provision(tpl, lambda s: session.client(s), self.stack_name)  # type: ignore[call-overload]
         self.env.update(resources.function_environment(tpl, resolver))
         self.env.update(self._local_overrides())
+        self.env.update(chosen)  # e.g. GRANTLINK_RENEW_BEFORE_SECONDS=3600 make run: the developer wins
         os.environ.update(self.env)
         self.gateway = _gateway(tpl, resolver)
         self.extras = {**_extras(), "/_local/oauth-stats": self._oauth_stats, "/_local/sweep": self._sweep}
