@@ -11,7 +11,7 @@ PORT ?= 3000
 CODE := layers/grantlink/python/grantlink functions infra tests bench
 
 
-.PHONY: help install system run test unit integration lint openapi tenant redirects build deploy bench clean
+.PHONY: help install system browser run test unit integration lint openapi tenant redirects build deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,13 +24,16 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## create .venv with the pinned dependencies
 
-system: ## Debian's chromium and the pinned npm packages (needs root for apt the first time)
+system: ## the pinned npm packages (npm ci)
 	bash infra/scripts/install-system.sh
+
+browser: ## Debian's chromium for the browser tests (needs root for apt the first time)
+	bash infra/scripts/install-system.sh --browser
 
 run: install system ## start the embedded local stack on 127.0.0.1:$(PORT) (Ctrl-C stops it)
 	$(BIN)/python -m infra.local --port $(PORT)
 
-test: install system lint ## everything CI runs: lint, then unit, template and integration tests
+test: install system browser lint ## everything CI runs: lint, then unit, template and integration tests
 	$(BIN)/python -m pytest
 
 unit: install ## only the fast tests (no local stack)

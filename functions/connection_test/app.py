@@ -20,7 +20,7 @@ Tenant = Annotated[Caller, Depends(api.current_caller)]
     "/credentials/<id>/test",
     summary="Test a credential against its partner; the result is kept as lastTest",
     responses=api.success_response(200, TestResultEnvelope, "The result (a failed test is still a 200: see `ok`).")
-    | api.error_responses(401, 403, 404, 409, 503),
+    | api.error_responses(400, 401, 403, 404, 409, 503),
 )
 def test_credential(id: Annotated[str, Path(max_length=64)], caller: Tenant) -> Response[TestResultEnvelope]:
     return api.ok(connections.test_credential(caller, id).to_api())

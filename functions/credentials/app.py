@@ -48,7 +48,7 @@ def list_credentials(
     return api.ok([c.to_out() for c in page], meta=meta)
 
 
-@app.get(CREDS + "/<id>", summary="Get a credential", responses=ONE | api.error_responses(401, 403, 404, 503))
+@app.get(CREDS + "/<id>", summary="Get a credential", responses=ONE | api.error_responses(400, 401, 403, 404, 503))
 def get_credential(id: CredentialId, caller: Tenant) -> Response[CredentialEnvelope]:
     return api.ok(connections.get_credential(caller, id).to_out())
 
@@ -66,7 +66,7 @@ def update_credential(id: CredentialId, body: PatchCredentialRequest, caller: Te
     CREDS + "/<id>",
     summary="Delete a credential and its ciphertext",
     responses=api.success_response(200, DeletedEnvelope, "Deleted; it is a 404 from now on.")
-    | api.error_responses(401, 403, 404, 409, 503),
+    | api.error_responses(400, 401, 403, 404, 409, 503),
 )
 def delete_credential(id: CredentialId, caller: Tenant) -> Response[DeletedEnvelope]:
     connections.delete_credential(caller, id)
@@ -77,7 +77,7 @@ def delete_credential(id: CredentialId, caller: Tenant) -> Response[DeletedEnvel
     CREDS + "/<id>/secret",
     summary="Read the secret (scope credentials:secret; audited)",
     responses=api.success_response(200, SecretEnvelope, "The decrypted values.")
-    | api.error_responses(401, 403, 404, 409, 503),
+    | api.error_responses(400, 401, 403, 404, 409, 503),
 )
 def read_secret(id: CredentialId, caller: Tenant) -> Response[SecretEnvelope]:
     return api.ok(connections.read_secret(caller, id))

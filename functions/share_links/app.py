@@ -75,7 +75,7 @@ def list_links(
     return api.ok([link.to_out(None, base) for link in page], meta=meta)
 
 
-@app.get(LINKS + "/<id>", summary="Get a share link", responses=ONE | api.error_responses(401, 403, 404, 503))
+@app.get(LINKS + "/<id>", summary="Get a share link", responses=ONE | api.error_responses(400, 401, 403, 404, 503))
 def get_link(id: LinkId, caller: Tenant, base: Base) -> Response[ShareLinkEnvelope]:
     return api.ok(links.get_link(caller, id).to_out(None, base))
 
@@ -83,7 +83,7 @@ def get_link(id: LinkId, caller: Tenant, base: Base) -> Response[ShareLinkEnvelo
 @app.put(
     LINKS + "/<id>",
     summary="Regenerate a share link's token (status 0, new expiry, old token dead)",
-    responses=ONE | api.error_responses(401, 403, 404, 409, 503),
+    responses=ONE | api.error_responses(400, 401, 403, 404, 409, 503),
 )
 def regenerate_link(id: LinkId, caller: Tenant, base: Base) -> Response[ShareLinkEnvelope]:
     link, token = links.regenerate_link(caller, id)
@@ -93,7 +93,7 @@ def regenerate_link(id: LinkId, caller: Tenant, base: Base) -> Response[ShareLin
 @app.delete(
     LINKS + "/<id>",
     summary="Revoke a share link (status 3, token dead)",
-    responses=ONE | api.error_responses(401, 403, 404, 409, 503),
+    responses=ONE | api.error_responses(400, 401, 403, 404, 409, 503),
 )
 def revoke_link(id: LinkId, caller: Tenant, base: Base) -> Response[ShareLinkEnvelope]:
     return api.ok(links.revoke_link(caller, id).to_out(None, base))

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# System packages the tests use, installed once: Debian's chromium (browser tests) and the npm packages in
-# package-lock.json (the local OAuth server). `make test` and `make run` call this; it is quick when all is there.
+# What the project needs outside Python, installed once and quick when all is there:
+#   - the npm packages in package-lock.json (the local OAuth server), for `make run` and `make test`;
+#   - with --browser: Debian's chromium, for the browser tests (`make test`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v chromium >/dev/null 2>&1; then
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian's chromium for the browser tests" >&2
     apt-get update -qq

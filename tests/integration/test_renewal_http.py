@@ -42,15 +42,19 @@ def test_the_timer_refreshes_a_due_token_within_a_sweep_interval(renewing_stack:
     visible in its metadata (lastRefreshedAt, accessExpiresAt) and as a credential.refreshed event line."""
     _, credential_id = connect(renewing_stack, "renewed by the jobs")
     one = url(renewing_stack, f"/credentials/{credential_id}")
-    deadline = time.monotonic() + 30  # a bounded wait for the condition (the timer ticks every second)
-    metadata = http.get(one, headers=auth(renewing_stack)).json()["data"]
-    while not metadata["lastRefreshedAt"] and time.monotonic() < deadline:
-        time.sleep(0.2)
+
+    def observed() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         metadata = http.get(one, headers=auth(renewing_stack)).json()["data"]
+        lines = event_lines(renewing_stack, "credential.refreshed")
+        return metadata, [e for e in lines if e["detail"]["credentialId"] == credential_id]
+
+    # A bounded wait for the condition: the timer ticks every second and the event printer polls the bus queue.
+    deadline = time.monotonic() + 30
+    metadata, refreshed = observed()
+    while not (metadata["lastRefreshedAt"] and refreshed) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        metadata, refreshed = observed()
     assert metadata["lastRefreshedAt"] and metadata["accessExpiresAt"] and metadata["refreshFailures"] == 0
-    refreshed = [
-        e for e in event_lines(renewing_stack, "credential.refreshed") if e["detail"]["credentialId"] == credential_id
-    ]
     assert refreshed and refreshed[0]["source"] == "grantlink" and refreshed[0]["detail"]["eventId"]
     assert token_requests(renewing_stack, "refresh_token") >= 1
 

@@ -266,9 +266,15 @@ class PartnerListEnvelope(ApiModel):
     meta: ListMeta
 
 
+class ErrorProblem(ApiModel):
+    field: str = Field(description="The field (or query parameter, header, `body`) that is wrong.")
+    problem: str = Field(description="The rule it breaks; never the input.")
+
+
 class ErrorDetail(ApiModel):
     code: str = Field(description="Stable, machine-readable error code.")
     message: str = Field(description="For humans; never contains a secret.")
+    details: list[ErrorProblem] | None = Field(default=None, description="`validation_error` only: each problem.")
 
 
 class ErrorEnvelope(ApiModel):
