@@ -33,8 +33,8 @@ browser: ## Debian's chromium for the browser tests (needs root for apt the firs
 run: install system ## start the embedded local stack on 127.0.0.1:$(PORT) (Ctrl-C stops it)
 	$(BIN)/python -m infra.local --port $(PORT)
 
-test: install system browser lint ## everything CI runs: lint, then unit, template and integration tests
-	$(BIN)/python -m pytest
+test: install system browser lint ## everything CI runs: lint, then every test, with branch coverage ≥ 90% on the layer
+	$(BIN)/python -m pytest --cov=grantlink --cov-branch --cov-report=term:skip-covered --cov-fail-under=90
 
 unit: install ## only the fast tests (no local stack)
 	$(BIN)/python -m pytest tests/unit
