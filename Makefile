@@ -11,7 +11,7 @@ PORT ?= 3000
 CODE := layers/grantlink/python/grantlink functions infra tests bench
 
 
-.PHONY: help install system browser run test unit integration lint openapi tenant redirects build deploy bench clean
+.PHONY: help install system browser run test unit integration fuzz lint openapi tenant redirects build deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ test: install system browser lint ## everything CI runs: lint, then every test, 
 
 unit: install ## only the fast tests (no local stack)
 	$(BIN)/python -m pytest tests/unit
+
+fuzz: install system ## schemathesis over the OpenAPI document against a local stack, 300 examples per operation
+	GRANTLINK_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest tests/fuzz -q
 
 lint: install ## ruff, mypy and cfn-lint
 	$(BIN)/ruff check $(CODE)

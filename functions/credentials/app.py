@@ -56,7 +56,7 @@ def get_credential(id: CredentialId, caller: Tenant) -> Response[CredentialEnvel
 @app.patch(
     CREDS + "/<id>",
     summary="Rename, disable or reactivate a credential",
-    responses=ONE | api.error_responses(400, 401, 403, 404, 409, 413, 503),
+    responses=ONE | api.error_responses(400, 401, 403, 404, 409, 413, 415, 503),
 )
 def update_credential(id: CredentialId, body: PatchCredentialRequest, caller: Tenant) -> Response[CredentialEnvelope]:
     return api.ok(connections.update_credential(caller, id, body).to_out())
@@ -87,7 +87,7 @@ def read_secret(id: CredentialId, caller: Tenant) -> Response[SecretEnvelope]:
     CREDS + "/<id>/reauthorize",
     summary="Create a share link that replaces this credential's secret, keeping its id",
     responses=api.success_response(201, ShareLinkEnvelope, "The new link; `token` and `link` are shown only now.")
-    | api.error_responses(400, 401, 403, 404, 413, 422, 503),
+    | api.error_responses(400, 401, 403, 404, 413, 415, 422, 503),
 )
 def reauthorize(
     id: CredentialId, caller: Tenant, base: Base, body: ReauthorizeRequest | None = None

@@ -65,7 +65,7 @@ APP = api.success_response(200, OAuthAppEnvelope, "The tenant's OAuth app for th
 @app.put(
     "/partners/<id>/oauth-app",
     summary="Set your own OAuth client for a partner (the secret is stored encrypted)",
-    responses=APP | api.error_responses(400, 401, 403, 404, 413, 422, 503),
+    responses=APP | api.error_responses(400, 401, 403, 404, 413, 415, 422, 503),
 )
 def put_oauth_app(
     id: PartnerId, body: OAuthAppRequest, caller: Tenant, redirect: Redirect

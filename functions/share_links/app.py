@@ -31,7 +31,7 @@ ONE = api.success_response(200, ShareLinkEnvelope, "The share link.")
     LINKS,
     summary="Create a share link",
     responses=api.success_response(201, ShareLinkEnvelope, "Created; `token` and `link` are shown only now.")
-    | api.error_responses(400, 401, 403, 409, 413, 422, 503),
+    | api.error_responses(400, 401, 403, 409, 413, 415, 422, 503),
 )
 def create_link(
     body: CreateLinkRequest,

@@ -112,13 +112,19 @@ def current_caller(request: Request) -> Caller:
 class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
     """Powertools' request validation, reading JSON bodies only. Powertools also parses urlencoded and multipart
     bodies (a multipart Content-Type without a boundary even escapes as a 500, and form keys end up in the error
-    message): the API takes JSON, so any other declared type is a 415 before the body is looked at."""
+    message): the API takes JSON, so any other declared type is a 415 before the body is looked at. A body that is
+    not UTF-8 is malformed JSON (Powertools lets its UnicodeDecodeError escape as a 500)."""
 
     def _get_body(self, app: Any) -> dict[str, Any]:
         content_type = app.current_event.headers.get("content-type", "").strip()
         if content_type and not content_type.lower().startswith(JSON):
             raise RequestUnsupportedContentType("Unsupported content type", errors=[])
-        return super()._get_body(app)
+        try:
+            return super()._get_body(app)
+        except UnicodeDecodeError:  # a body that is not UTF-8 is not JSON (RFC 8259): a 400, not a 500
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error", "input": {}}]
+            ) from None
 
 
 def build_resolver() -> APIGatewayHttpResolver:

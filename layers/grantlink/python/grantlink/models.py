@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
@@ -51,7 +52,17 @@ class ApiModel(BaseModel):
 # --- API in -----------------------------------------------------------------------------------------------
 
 
-RedirectUrl = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")]
+def _parsable_url(value: str) -> str:
+    """urllib raises on a port that is not a number from 0 to 65535 and on a broken [IPv6] host: such a URL is
+    malformed (a 400 here, not a ValueError later when its origin is checked)."""
+    try:
+        urlsplit(value).port  # noqa: B018 - the property parses the port
+    except ValueError:
+        raise ValueError("must be a URL with a valid host and port") from None
+    return value
+
+
+RedirectUrl = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$"), AfterValidator(_parsable_url)]
 
 
 class LinkOptions(ApiModel):

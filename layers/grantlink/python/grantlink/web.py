@@ -72,8 +72,14 @@ def _unexpected(exc: Exception) -> Response:
 
 
 def form_fields(event: APIGatewayProxyEventV2) -> dict[str, str]:
-    """The urlencoded form (API Gateway may base64 it); the first value of each name; bounded."""
-    pairs = parse_qsl(event.decoded_body or "", keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    """The urlencoded form (API Gateway may base64 it); the first value of each name; bounded.
+
+    A body that is not UTF-8 or has more than MAX_FORM_FIELDS fields is not our form (the page sends a handful of
+    fields, in UTF-8): it reads as an empty form — no link — so the customer gets the 410 page, not a 500."""
+    try:
+        pairs = parse_qsl(event.decoded_body or "", keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # UnicodeDecodeError is a ValueError; so is "Max number of fields exceeded"
+        return {}
     form: dict[str, str] = {}
     for name, value in pairs:
         form.setdefault(name, value)
