@@ -62,3 +62,10 @@ def test_scopes_are_parsed_strictly() -> None:
 def test_tenant_names_are_checked(aws_env: Any, name: str) -> None:
     with pytest.raises(errors.BadRequest):
         tenants.create_tenant(name)
+
+
+@pytest.mark.parametrize("origin", ["https://app.example.com:99999", "https://app.example.com:port", "ftp://x.example"])
+def test_bad_redirect_origins_are_a_clean_400(origin: str) -> None:
+    """`make redirects` with a broken origin says so instead of crashing."""
+    with pytest.raises(errors.BadRequest):
+        tenants.normalize_origin(origin)

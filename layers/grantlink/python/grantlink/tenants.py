@@ -69,6 +69,10 @@ def normalize_origin(url: str) -> str:
     """`scheme://host[:port]` of an https URL (http only for loopback), or BadRequest. No user info, no
     backslashes: the usual ways to make one origin look like another are refused outright."""
     parts = urlsplit(url.strip())
+    try:
+        port = parts.port  # urllib raises on a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise errors.BadRequest(f"{url!r} has an invalid port.") from exc
     loopback = parts.hostname in ("127.0.0.1", "localhost")
     if (
         parts.scheme not in ("https", "http")
@@ -79,8 +83,8 @@ def normalize_origin(url: str) -> str:
     ):
         raise errors.BadRequest(f"{url!r} is not an https URL (http is allowed for 127.0.0.1 and localhost only).")
     default_port = {"https": 443, "http": 80}[parts.scheme]
-    port = f":{parts.port}" if parts.port and parts.port != default_port else ""
-    return f"{parts.scheme}://{parts.hostname.lower()}{port}"
+    shown_port = f":{port}" if port and port != default_port else ""
+    return f"{parts.scheme}://{parts.hostname.lower()}{shown_port}"
 
 
 def check_redirect(tenant_id: str, url: str, store: Store | None = None) -> str:
