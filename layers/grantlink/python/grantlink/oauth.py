@@ -444,9 +444,10 @@ def refresh(credential: Credential, store: Store) -> dict[str, Any]:
         store.release_lease(credential.id, owner)
         return open_values(current)
     try:
-        return _refresh_now(current, store)
-    finally:
+        return _refresh_now(current, store)  # writes the item whole, without the lease: nothing to release
+    except BaseException:
         store.release_lease(credential.id, owner)
+        raise
 
 
 def _wait_for_refresh(credential: Credential, store: Store) -> dict[str, Any]:
