@@ -218,5 +218,10 @@ def redirect_with_result(link: ShareLink) -> str | None:
     """The tenant's redirect URL with `status` and `credentialId` appended, if the link has one."""
     if not link.redirect_url:
         return None
-    joiner = "&" if "?" in link.redirect_url else "?"
-    return f"{link.redirect_url}{joiner}{urlencode({'status': int(link.status), 'credentialId': link.credential_id})}"
+    return with_result(link.redirect_url, int(link.status), link.credential_id or "")
+
+
+def with_result(redirect_url: str, status: int, credential_id: str) -> str:
+    """`redirect_url` with `status` and `credentialId` appended to its query."""
+    joiner = "&" if "?" in redirect_url else "?"
+    return f"{redirect_url}{joiner}{urlencode({'status': status, 'credentialId': credential_id})}"

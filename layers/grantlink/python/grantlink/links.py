@@ -47,7 +47,8 @@ def _lifetime(requested_hours: int | None) -> timedelta:
     return timedelta(hours=min(requested_hours or ceiling, ceiling))
 
 
-def _cleanup_ttl(link: ShareLink) -> int:
+def cleanup_ttl(link: ShareLink) -> int:
+    """When DynamoDB may delete the link: its expiry plus the retention period (TTL only cleans up)."""
     return int((link.expires_at + timedelta(days=settings().link_retention_days)).timestamp())
 
 
@@ -91,7 +92,7 @@ def issue_link(
         credential_id=bound_credential_id,
         redirect_url=redirect,
     )
-    store.put_new_link(link, _cleanup_ttl(link))
+    store.put_new_link(link, cleanup_ttl(link))
     return link, token
 
 
@@ -134,7 +135,7 @@ def regenerate_link(caller: Caller, link_id: str, store: Store | None = None) ->
         last_error=None,
         version=before.version + 1,
     )
-    _write(store, before, after, _cleanup_ttl(after))
+    _write(store, before, after, cleanup_ttl(after))
     return after, token
 
 
@@ -145,7 +146,7 @@ def revoke_link(caller: Caller, link_id: str, store: Store | None = None) -> Sha
     if before.status == LinkStatus.REVOKED:
         return before
     after = replace(before, status=LinkStatus.REVOKED, token_hash="", version=before.version + 1)
-    _write(store, before, after, _cleanup_ttl(after))
+    _write(store, before, after, cleanup_ttl(after))
     return after
 
 

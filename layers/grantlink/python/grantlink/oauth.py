@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from grantlink import audit, clock, crypto, errors, events, providers
 from grantlink.config import settings
-from grantlink.connect import PURPOSE, OpenedLink, new_credential_id, open_link, validate_fields
+from grantlink.connect import PURPOSE, OpenedLink, new_credential_id, open_link, validate_fields, with_result
 from grantlink.models import (
     Caller,
     Credential,
@@ -312,10 +312,7 @@ def _finish(store: Store, flow: dict[str, Any], provider: Provider, code: str, r
     _grant(store, flow, credential, before)
     link_redirect = flow.get("redirectUrl")
     if link_redirect:
-        joiner = "&" if "?" in link_redirect else "?"
-        return CallbackOutcome(
-            True, provider.id, provider.name, f"{link_redirect}{joiner}status=1&credentialId={credential.id}"
-        )
+        return CallbackOutcome(True, provider.id, provider.name, with_result(link_redirect, 1, credential.id))
     return CallbackOutcome(True, provider.id, provider.name)
 
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from grantlink import aws, clock, errors, events, oauth
+from grantlink import aws, clock, errors, events, links, oauth
 from grantlink.config import settings
 from grantlink.models import Credential, CredentialState
 from grantlink.observability import logger
@@ -78,9 +78,7 @@ def expire_link(link_id: str, store: Store) -> str:
         return "skipped"
     after = replace(link, expiry_notified=True, version=link.version + 1)
     try:
-        store.replace_link_state(
-            link, after, int((link.expires_at + timedelta(days=settings().link_retention_days)).timestamp())
-        )
+        store.replace_link_state(link, after, links.cleanup_ttl(link))
     except ConditionFailed:
         return "skipped"  # changed meanwhile (regenerated, revoked, consumed): the next state decides
     events.emit(
