@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 import threading
 import traceback
 import uuid
@@ -228,7 +229,7 @@ class EventPrinter:
         ).get("Messages", [])
         for message in messages:
             event = printable(json.loads(message["Body"]))
-            print(json.dumps({"level": "INFO", "local": "event", "event": event}), flush=True)
+            say({"level": "INFO", "local": "event", "event": event})
             self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)
 
@@ -292,4 +293,16 @@ def _call(handlers: Mapping[str, Invoke], spec: FunctionSpec, event: dict[str, A
 
 
 def _log(level: str, message: str, **fields: Any) -> None:
-    print(json.dumps({"level": level, "local": "jobs", "message": message, **fields}), flush=True)
+    say({"level": level, "local": "jobs", "message": message, **fields})
+
+
+_say_lock = threading.Lock()
+
+
+def say(record: Mapping[str, Any]) -> None:
+    """Print one JSON log line in a single write, so lines from the stack's threads never interleave
+    (print() writes the text and the newline separately)."""
+    line = json.dumps(record) + "\n"
+    with _say_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()

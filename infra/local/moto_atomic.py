@@ -3,7 +3,10 @@
 DynamoDB evaluates a conditional write or a transaction atomically; moto, serving requests on threads,
 checks the condition and applies the write as separate steps, so two concurrent consumes of one link could
 both pass (seen: 25 concurrent submits made 3 credentials). Serialising the item-level operations behind
-one lock restores the guarantee the application relies on. Used by the local stack and the unit tests.
+one lock restores the guarantee the application relies on. The lock also covers the request handler,
+because moto turns the stored item into the response after the backend call returns: a concurrent update
+of that item then fails with "dictionary changed size during iteration". Used by the local stack, the
+unit tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
 
 OPERATIONS = (
     "put_item",
@@ -31,11 +35,12 @@ _lock = threading.RLock()
 
 def install() -> None:
     """Idempotent: wrap each operation once."""
-    for name in OPERATIONS:
-        original = getattr(DynamoDBBackend, name)
+    targets = [(DynamoDBBackend, name) for name in OPERATIONS] + [(DynamoHandler, "call_action")]
+    for owner, name in targets:
+        original = getattr(owner, name)
         if getattr(original, "_grantlink_atomic", False):
             continue
-        setattr(DynamoDBBackend, name, _serialised(original))
+        setattr(owner, name, _serialised(original))
 
 
 def _serialised(method: Any) -> Any:

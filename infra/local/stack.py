@@ -169,7 +169,7 @@ class LocalStack:
             except ValueError:
                 continue
             self.token_requests[grant] = self.token_requests.get(grant, 0) + 1
-            print(json.dumps({"level": "INFO", "local": "demo-oauth", "tokenRequest": grant}), flush=True)
+            jobs.say({"level": "INFO", "local": "demo-oauth", "tokenRequest": grant})
 
     def _seed_demo_tenant(self) -> None:
         """The demo tenant, with its own OAuth app for demo-oauth (the mock server accepts any client)."""
@@ -264,14 +264,12 @@ def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             # The path only: query strings carry link tokens, OAuth codes and states (SECURITY.md O11).
             path = urlsplit(self.path).path
-            print(
-                json.dumps({"level": "INFO", "local": "access", "method": self.command, "path": path, "status": code})
-            )
+            jobs.say({"level": "INFO", "local": "access", "method": self.command, "path": path, "status": code})
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             from grantlink.observability import redact_text
 
-            print(json.dumps({"level": "INFO", "local": "server", "message": redact_text(format % args)}), flush=True)
+            jobs.say({"level": "INFO", "local": "server", "message": redact_text(format % args)})
 
     return Handler
 

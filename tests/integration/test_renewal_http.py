@@ -33,11 +33,7 @@ def event_lines(stack: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     events = []
     for line in Path(stack["log"]).read_text(errors="replace").splitlines():
         if line.startswith("{") and '"local": "event"' in line:
-            try:
-                events.append(json.loads(line)["event"])
-            except ValueError:
-                continue  # two threads' prints interleaved on one line: that event is read on a later poll or lost
-
+            events.append(json.loads(line)["event"])
     return [e for e in events if e["detail-type"] == kind]
 
 
