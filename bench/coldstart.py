@@ -2,19 +2,23 @@
 
 A cold start here is a fresh `python -c` that imports the function's handler module by path (as
 `infra.local.gateway.load_module` does, and as Lambda does with the layer on `sys.path`) with the environment
-the template gives it. Its floor is a fresh process that does only what any handler for the same work must:
-import boto3 and create the clients the function uses, import pydantic, and import the Powertools resolver.
-Both are wall times seen from the parent (interpreter start included in both), median of N runs, interleaved
-so that the machine's noise falls on all of them alike. Each command runs once untimed first, so .pyc files
-exist (Lambda's read-only layer compiles nothing: there the cost of a missing .pyc would be paid every time).
+the template gives it plus the variables the Lambda runtime sets (LAMBDA_TASK_ROOT, AWS_LAMBDA_FUNCTION_NAME,
+AWS_EXECUTION_ENV, …), so that Powertools and the X-Ray SDK behave as deployed. That matters: without
+LAMBDA_TASK_ROOT the X-Ray SDK believes it runs on a server and builds a sampling client (two botocore clients,
+some 300 ms) that it never builds in Lambda. Its floor is a fresh process, in the same environment, that does
+only what any handler for the same work must: import boto3 and create the clients the function uses, import
+pydantic, and import the Powertools resolver. Both are wall times seen from the parent (interpreter start
+included in both), median of N runs, interleaved so that the machine's noise falls on all of them alike. Each
+command runs once untimed first, so .pyc files exist (Lambda's read-only layer compiles nothing: there the
+cost of a missing .pyc would be paid every time).
 
-Three measurements per function:
-- init: imports plus module init, as the issue defines it (no AWS client is created at import: they are lazy);
+Measurements per function:
+- init: imports plus module init, as the issue defines it, as deployed (`Tracing: Active`, so the Powertools
+  Tracer loads the X-Ray SDK and patches botocore and requests); no AWS client is created at import (lazy);
+- tracing off: the same with POWERTOOLS_TRACE_DISABLED=true (what a deployment without tracing would pay);
 - init + clients: then the boto3 clients the floor creates, built the way the code builds them on first use
-  (`grantlink.aws.client`, and the Encryption SDK's botocore session for KMS), so it is like for like with
-  the floor;
-- init, tracing on: as in Lambda with `Tracing: Active` (AWS_LAMBDA_FUNCTION_NAME set), where the Powertools
-  Tracer patches botocore, requests and friends for X-Ray at init.
+  (`grantlink.aws.client`, and the Encryption SDK's KMS client from the same botocore session), so it is like
+  for like with the floor.
 """
 
 from __future__ import annotations
@@ -95,14 +99,29 @@ print(json.dumps({"loaded": [m for m in args["watch"] if m in sys.modules], "cha
 
 
 def environments() -> dict[str, dict[str, str]]:
-    """Each function's environment from the template (resolved against moto: dummy values, no AWS call at import)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN")}
+    """Each function's environment from the template (resolved against moto: dummy values, no AWS call at
+    import), plus what the Lambda runtime itself sets."""
+    drop = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "POWERTOOLS_TRACE_DISABLED")
+    base = {k: v for k, v in os.environ.items() if k not in drop}
     base.update(resources.LOCAL_ENVIRONMENT)
     tpl = template.load()
     with mock_aws():
         resolver = resources.provision(tpl, lambda s: boto3.client(s, region_name=resources.REGION), "bench")  # type: ignore[call-overload]
         resolved = {spec.name: resolver.resolve(spec.environment) for spec in template.functions(tpl)}
-    return {name: base | {k: "" if v is None else str(v) for k, v in env.items()} for name, env in resolved.items()}
+    return {
+        name: base | {k: "" if v is None else str(v) for k, v in env.items()} | _runtime_variables(name)
+        for name, env in resolved.items()
+    }
+
+
+def _runtime_variables(name: str) -> dict[str, str]:
+    return {
+        "LAMBDA_TASK_ROOT": str(template.ROOT / "functions" / name),
+        "AWS_LAMBDA_FUNCTION_NAME": f"grantlink-{name}",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "_HANDLER": "app.lambda_handler",
+    }
 
 
 def _command(name: str | None, clients: tuple[str, ...], spy: bool = False, extra: tuple[str, ...] = ()) -> list[str]:
@@ -125,12 +144,12 @@ def measure(runs: int = RUNS) -> dict[str, Any]:
     """Median wall ms of every variant, plus what each function loads at init and why."""
     envs = environments()
     names = sorted(CLIENTS)
-    lambda_env = {n: {**envs[n], "AWS_LAMBDA_FUNCTION_NAME": f"grantlink-{n}"} for n in names}
+    untraced = {n: {**envs[n], "POWERTOOLS_TRACE_DISABLED": "true"} for n in names}
     variants: dict[tuple[str, str], tuple[list[str], dict[str, str]]] = {}
     for name in names:
         variants[(name, "init")] = (_command(name, ()), envs[name])
+        variants[(name, "untraced")] = (_command(name, ()), untraced[name])
         variants[(name, "clients")] = (_command(name, CLIENTS[name]), envs[name])
-        variants[(name, "tracing")] = (_command(name, ()), lambda_env[name])
     for clients in sorted(set(CLIENTS.values())):
         variants[(",".join(clients), "floor")] = (_command(None, clients), envs[names[0]])
     # What the X-Ray SDK adds to a floor: every function imports it (the Powertools Tracer), the floor does not.
@@ -161,20 +180,21 @@ def _report(result: dict[str, Any]) -> str:
     rows, over, eager = [], [], []
     for name in result["names"]:
         floor = medians[(",".join(CLIENTS[name]), "floor")]
-        init, clients, tracing = (medians[(name, v)] for v in ("init", "clients", "tracing"))
+        init, untraced, clients = (medians[(name, v)] for v in ("init", "untraced", "clients"))
         loaded = seen[name]["loaded"]
         heavy = ["yes" if m in loaded else "no" for m in HEAVY]
         also = ", ".join(m for m in ALSO if m in loaded) or "—"
         rows.append(
             f"| {name} | {', '.join(CLIENTS[name])} | {floor:.0f} | {init:.0f} | **{init / floor:.2f}×** | "
-            f"{clients / floor:.2f}× | {tracing / floor:.2f}× | {(init - xray) / floor:.2f}× | {heavy[0]} | "
+            f"{untraced / floor:.2f}× | {clients / floor:.2f}× | {(init - xray) / floor:.2f}× | {heavy[0]} | "
             f"{heavy[1]} | {also} |"
         )
         if init / floor > TARGET:
             over.append(name)
         eager += [f"- {name}: `{_chain(seen[name]['chains'][m], m)}`" for m in HEAVY if m in loaded]
     added = [medians[(n, "clients")] - medians[(n, "init")] for n in result["names"]]
-    per_client = (medians[(",".join(CLIENTS["credentials"]), "floor")] - medians[("dynamodb", "floor")]) / 3
+    floor_one = medians[("dynamodb", "floor")]
+    per_client = (medians[(",".join(CLIENTS["credentials"]), "floor")] - floor_one) / 3
     importers = sorted({c[-1] for s in seen.values() for m, c in s["chains"].items() if m == "aws_xray_sdk" and c})
     verdict = (
         f"Over the {TARGET}× target: {', '.join(over)}." if over else f"Every function is within {TARGET}× its floor."
@@ -182,13 +202,14 @@ def _report(result: dict[str, Any]) -> str:
     lines = [
         "## Cold start: each function against its floor\n",
         f"Median wall time of a fresh process (ms, {result['runs']} runs each, interleaved; interpreter start "
-        "included in both; .pyc files present). **init** = import the handler by path with the template's "
-        "environment (what the issue asks; our clients are lazy, so none is created). **+ clients** = then create "
-        "the floor's clients the way the code does on first use. **tracing on** = init with AWS_LAMBDA_FUNCTION_NAME "
-        "set, as in Lambda with `Tracing: Active` (X-Ray patches botocore and requests at init). **− X-Ray** = init "
-        f"less what importing the X-Ray SDK adds to a floor ({xray:.0f} ms, measured the same way). Floor = `import "
-        f"boto3` + those clients + pydantic + `APIGatewayHttpResolver`. Target ≤ {TARGET}× (init / floor).\n",
-        "| function | floor clients | floor ms | init ms | init / floor | + clients / floor | tracing on / floor "
+        "included in both; .pyc files present), in the template's environment plus the variables the Lambda "
+        "runtime sets (LAMBDA_TASK_ROOT, AWS_LAMBDA_FUNCTION_NAME, …), so Powertools and the X-Ray SDK behave as "
+        "deployed. **init** = import the handler by path, as deployed with `Tracing: Active` (what the issue asks; "
+        "our clients are lazy, so none is created). **tracing off** = the same with POWERTOOLS_TRACE_DISABLED. "
+        "**+ clients** = init, then create the floor's clients the way the code does on first use. **− X-Ray** = "
+        f"init less what importing the X-Ray SDK adds to a floor ({xray:.0f} ms, measured the same way). Floor = "
+        f"`import boto3` + those clients + pydantic + `APIGatewayHttpResolver`. Target ≤ {TARGET}× (init / floor).\n",
+        "| function | floor clients | floor ms | init ms | init / floor | tracing off / floor | + clients / floor "
         "| − X-Ray / floor | aws_encryption_sdk at init | requests_oauthlib at init | also at init |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: | :---: | --- |",
         *rows,
@@ -201,15 +222,15 @@ def _report(result: dict[str, Any]) -> str:
         ),
         *eager,
         "",
-        f"Creating the clients adds {min(added):.0f}–{max(added):.0f} ms to init, where an extra client costs the "
-        f"floor about {per_client:.0f} ms (the 4-client floor less the 1-client floor, over 3): the floor's clients "
-        "share boto3's default session, while "
-        "`grantlink.aws.client` builds each client from a new `boto3.session.Session()` and the Encryption SDK's KMS "
-        "client comes from `grantlink.crypto`'s own botocore session, so each loads botocore's data files afresh.",
+        f"Creating the clients adds {min(added):.0f}–{max(added):.0f} ms to init; in the floor each client after "
+        f"the first costs about {per_client:.0f} ms (the 4-client floor less the 1-client floor, over 3). Every "
+        "client, the Encryption SDK's KMS client included, comes from one botocore session (`grantlink.aws`), so "
+        "botocore loads its endpoint and model files once per process.",
         "",
-        "Every function imports the X-Ray SDK at init, which the floor does not: it is imported by "
-        + ", ".join(f"`{m}`" for m in importers)
-        + ", whose module body builds the Powertools `Tracer()` (it loads the SDK even when tracing is off).",
+        "The X-Ray SDK, which the floor does not load, is imported at init by "
+        + (", ".join(f"`{m}`" for m in importers) or "nothing")
+        + " (the Powertools `Tracer`, which loads it even with tracing off, and with tracing on patches botocore "
+        "and requests only).",
         "",
     ]
     return "\n".join(lines)

@@ -102,19 +102,22 @@ class Crypto:
 
     def _provider(self, key_ids: tuple[str, ...]) -> Any:
         if key_ids not in self._providers:
-            self._providers[key_ids] = _provider_class()(key_ids=list(key_ids), botocore_session=self.botocore_session)
+            from grantlink.aws import creation_lock
+
+            with creation_lock:  # the provider builds its KMS client from the shared session
+                self._providers[key_ids] = _provider_class()(
+                    key_ids=list(key_ids), botocore_session=self.botocore_session
+                )
         return self._providers[key_ids]
 
     @property
     def botocore_session(self) -> botocore.session.Session:
-        """The injected session, or one built on first use (it honours AWS_ENDPOINT_URL and the usual config)."""
+        """The injected session, or the process's shared one (`grantlink.aws`: short timeouts, standard retries;
+        it honours AWS_ENDPOINT_URL and the usual config)."""
         if self._session is None:
-            import botocore.session
+            from grantlink.aws import botocore_session
 
-            from grantlink.aws import CLIENT_CONFIG
-
-            self._session = botocore.session.Session()
-            self._session.set_default_client_config(CLIENT_CONFIG)  # short timeouts, standard retries
+            self._session = botocore_session()
         return self._session
 
 

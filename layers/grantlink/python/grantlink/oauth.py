@@ -38,7 +38,7 @@ from grantlink.models import (
     link_key,
     tenant_links_by_status_pk,
 )
-from grantlink.observability import logger
+from grantlink.observability import logger, trace_http
 from grantlink.providers import Provider
 from grantlink.store import ConditionFailed, Store, flow_key, oauth_app_key, serialize, update
 from grantlink.store import default as default_store
@@ -166,6 +166,7 @@ def _authorize_url(
 ) -> str:
     from requests_oauthlib import OAuth2Session
 
+    trace_http()
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()
@@ -281,6 +282,7 @@ def exchange_code(
     """The token request, with the stored `code_verifier` passed explicitly (O3) and timeouts (R3)."""
     from requests_oauthlib import OAuth2Session
 
+    trace_http()
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()
@@ -522,6 +524,7 @@ def _refresh_call(provider: Provider, app: dict[str, Any], values: dict[str, Any
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
     from requests_oauthlib import OAuth2Session
 
+    trace_http()
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()

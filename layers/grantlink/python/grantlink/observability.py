@@ -18,6 +18,10 @@ NOISY_LOGGERS = ("botocore", "boto3", "urllib3", "oauthlib", "requests_oauthlib"
 SECRET_FIELD = re.compile(r"(token|secret|password|verifier|apikey|api_key|authorization|code)$", re.I)
 SECRET_TEXT = re.compile(r"(glk_[A-Za-z0-9_\-]{20,})|((?i:bearer)\s+[A-Za-z0-9._~+/\-=]{8,})")
 MASK = "***"
+# X-Ray traces the AWS calls from init. Not patch_all(), which imports and patches every library the SDK
+# knows (requests, httplib, sqlite3, …) on each cold start, in functions that never use them: `requests` is
+# patched by `trace_http()`, called where the partner-calling modules import it.
+TRACED_MODULES = ("botocore",)
 
 
 def redact_text(text: str) -> str:
@@ -54,6 +58,17 @@ class RedactingFilter(logging.Filter):
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+def trace_http() -> None:
+    """Trace partner HTTP calls (requests, and requests-oauthlib on top of it) in X-Ray, once per process."""
+    global _http_traced
+    if not _http_traced:
+        tracer.patch(["requests"])  # a no-op when tracing is disabled
+        _http_traced = True
+
+
+_http_traced = False
+
+
 def pin_noisy_loggers() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -61,6 +76,6 @@ def pin_noisy_loggers() -> None:
 
 logger = Logger(service=SERVICE)
 logger.addFilter(RedactingFilter())
-tracer = Tracer(service=SERVICE)
+tracer = Tracer(service=SERVICE, patch_modules=TRACED_MODULES)
 metrics = Metrics(namespace="grantlink", service=SERVICE)
 pin_noisy_loggers()

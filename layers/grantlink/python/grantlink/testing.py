@@ -31,7 +31,7 @@ from urllib3.exceptions import MaxRetryError, NameResolutionError, ReadTimeoutEr
 
 from grantlink import clock, config, errors
 from grantlink.models import TestCategory
-from grantlink.observability import logger
+from grantlink.observability import logger, trace_http
 from grantlink.providers import BasicAuth, BearerAuth, HeaderAuth, Provider
 
 CATEGORIES: tuple[str, ...] = get_args(TestCategory)
@@ -257,6 +257,7 @@ def _public(address: str) -> bool:
 
 def _send(provider: Provider, call: _Call, limits: _Limits, session: requests.Session | None) -> _Outcome:
     own = session is None
+    trace_http()
     client = session or requests.Session()
     if own:
         client.trust_env = False  # no proxies or ~/.netrc credentials from the environment
