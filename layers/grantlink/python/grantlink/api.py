@@ -4,8 +4,6 @@
 without the route's scope a 403) before anything about the request body is looked at.
 """
 
-from __future__ import annotations
-
 import json
 import re
 from typing import Any, cast

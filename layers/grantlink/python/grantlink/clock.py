@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+
+ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
 
 def now() -> datetime:
@@ -15,4 +18,8 @@ def iso(moment: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    """The inverse of `iso()`; anything else is a ValueError. (A pattern check and `fromisoformat`: strptime
+    takes ten times as long, and every item read parses two or three of these.)"""
+    if not ISO.fullmatch(text):
+        raise ValueError(f"not an ISO 8601 UTC time with whole seconds: {text!r}")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)

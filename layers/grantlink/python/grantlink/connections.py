@@ -148,13 +148,17 @@ def reauthorize(
     """A new share link bound to this credential: completing it replaces the secret, keeping the id."""
     store = store or default_store()
     credential = get_credential(caller, credential_id, store)
-    link, token = links.issue_link(
-        caller, credential.partner_id, credential.title, request, store, bound_credential_id=credential.id
+    return links.issue_link(
+        caller,
+        credential.partner_id,
+        credential.title,
+        request,
+        store,
+        bound_credential_id=credential.id,
+        also=lambda link: store.put_audit(
+            audit.entry(credential_id, "reauthorize_link_created", caller.actor, linkId=link.id)
+        ),
     )
-    store.transact(
-        store.put_audit(audit.entry(credential_id, "reauthorize_link_created", caller.actor, linkId=link.id))
-    )
-    return link, token
 
 
 def test_credential(caller: Caller, credential_id: str, store: Store | None = None) -> CheckResult:

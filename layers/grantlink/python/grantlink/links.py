@@ -10,9 +10,11 @@ import hashlib
 import hmac
 import math
 import secrets
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from grantlink import clock, errors, pagination, providers, tenants
 from grantlink.config import settings
@@ -64,9 +66,11 @@ def issue_link(
     options: LinkOptions,
     store: Store | None = None,
     bound_credential_id: str | None = None,
+    also: Callable[[ShareLink], dict[str, Any]] | None = None,
 ) -> tuple[ShareLink, str]:
     """A new waiting link. A reauthorize link is bound to an existing credential (`bound_credential_id`):
-    completing it replaces that credential's secret and keeps its id."""
+    completing it replaces that credential's secret and keeps its id. `also` builds one more write from the
+    new link (an audit entry) to go in the link's own transaction."""
     store = store or default_store()
     provider = providers.find(partner_id)
     if provider is None:
@@ -92,7 +96,7 @@ def issue_link(
         credential_id=bound_credential_id,
         redirect_url=redirect,
     )
-    store.put_new_link(link, cleanup_ttl(link))
+    store.put_new_link(link, cleanup_ttl(link), *([also(link)] if also else []))
     return link, token
 
 

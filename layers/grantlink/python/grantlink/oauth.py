@@ -434,11 +434,9 @@ def refresh(credential: Credential, store: Store) -> dict[str, Any]:
     """Refresh under a lease: one token call per credential however many callers ask at once (O6)."""
     owner, now = uuid.uuid4().hex, clock.now()
     until = clock.iso(now + timedelta(seconds=LEASE_SECONDS))
-    if not store.take_lease(credential.id, owner, until, clock.iso(now)):
-        return _wait_for_refresh(credential, store)
-    current = store.get_credential(credential.id)
+    current = store.take_lease(credential.id, owner, until, clock.iso(now))
     if current is None:
-        raise errors.NotFound("No such credential.", code="credential_not_found")
+        return _wait_for_refresh(credential, store)
     if current.version != credential.version and not needs_refresh(current):
         store.release_lease(credential.id, owner)
         return open_values(current)

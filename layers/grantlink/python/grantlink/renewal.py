@@ -32,24 +32,29 @@ SQS_BATCH = 10
 
 
 def sweep(store: Store | None = None, sqs: Any = None) -> dict[str, int]:
-    """Queue every item due within the window; returns counts (queued, items read, capacity consumed)."""
+    """Queue every item due within the window; returns counts (queued, items read, capacity consumed).
+    Messages go in batches of ten across the shards, so a sweep sends ceil(due / 10) batches."""
     store, sqs = store or default_store(), sqs or aws.client("sqs")
     until = clock.iso(clock.now() + timedelta(seconds=settings().sweep_window_seconds))
-    queued = 0
+    queued, pending = 0, []
     for shard in range(settings().due_shards):
         start: dict[str, Any] | None = None
         while True:
             keys, start = store.due_page(shard, until, start)
-            queued += _enqueue(sqs, keys)
+            pending.extend(keys)
+            queued += _enqueue(sqs, pending, whole_batches_only=True)
             if not start:
                 break
+    queued += _enqueue(sqs, pending, whole_batches_only=False)
     logger.info("sweep", extra={"queued": queued})
     return {"queued": queued}
 
 
-def _enqueue(sqs: Any, keys: list[dict[str, Any]]) -> int:
-    for first in range(0, len(keys), SQS_BATCH):
-        batch = keys[first : first + SQS_BATCH]
+def _enqueue(sqs: Any, pending: list[dict[str, Any]], *, whole_batches_only: bool) -> int:
+    """Send `pending` keys in batches of ten (keeping a short last batch back if asked); returns how many went."""
+    sent = 0
+    while len(pending) >= SQS_BATCH or (pending and not whole_batches_only):
+        batch = pending[:SQS_BATCH]
         entries = [
             {"Id": str(n), "MessageBody": json.dumps({"pk": k["pk"], "sk": k["sk"], "dueAt": k["dueAt"]})}
             for n, k in enumerate(batch)
@@ -57,7 +62,9 @@ def _enqueue(sqs: Any, keys: list[dict[str, Any]]) -> int:
         answer = sqs.send_message_batch(QueueUrl=settings().renewal_queue_url, Entries=entries)
         if answer.get("Failed"):
             raise errors.ServiceUnavailable(f"{len(answer['Failed'])} renewal messages were not queued")
-    return len(keys)
+        del pending[: len(batch)]
+        sent += len(batch)
+    return sent
 
 
 def process(message: dict[str, Any], store: Store | None = None) -> str:
