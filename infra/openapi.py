@@ -40,6 +40,7 @@ def document() -> dict[str, Any]:
             merge.add_schema(module.app.get_openapi_schema())
     doc = json.loads(merge.get_openapi_json_schema())
     _mark_public_routes(doc, tpl)
+    _gateway_answers(doc, tpl)
     return doc
 
 
@@ -49,6 +50,40 @@ def _mark_public_routes(doc: dict[str, Any], tpl: dict[str, Any]) -> None:
         operation = doc.get("paths", {}).get(route.path, {}).get(route.method.lower())
         if operation is not None and not route.authorized:
             operation["security"] = []
+
+
+GATEWAY_MESSAGE = {
+    "title": "GatewayMessage",
+    "description": "An answer from API Gateway itself, before any function runs.",
+    "type": "object",
+    "properties": {"message": {"type": "string", "title": "Message"}},
+    "required": ["message"],
+}
+GATEWAY_401 = (
+    ' A request with no `Authorization` header at all is refused by API Gateway itself: `{"message": "Unauthorized"}`.'
+)
+GATEWAY_429 = (
+    "API Gateway's throttle (the stage's rate and burst limits) refused the request: "
+    '`{"message": "Too Many Requests"}`. Retry with backoff.'
+)
+
+
+def _gateway_answers(doc: dict[str, Any], tpl: dict[str, Any]) -> None:
+    """What API Gateway answers on its own: 401 on an authorized route without the header (beside the
+    function's own 401 envelope for an unknown key), and 429 from the throttle on every route."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["GatewayMessage"] = GATEWAY_MESSAGE
+    gateway = {"$ref": "#/components/schemas/GatewayMessage"}
+    for route in template.http_routes(tpl):
+        operation = doc.get("paths", {}).get(route.path, {}).get(route.method.lower())
+        if operation is None:
+            continue
+        responses = operation["responses"]
+        if route.authorized and "401" in responses:
+            content = responses["401"]["content"]["application/json"]
+            content["schema"] = {"oneOf": [content["schema"], gateway]}
+            responses["401"]["description"] += GATEWAY_401
+        responses["429"] = {"description": GATEWAY_429, "content": {"application/json": {"schema": gateway}}}
 
 
 def render() -> str:

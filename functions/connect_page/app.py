@@ -49,4 +49,4 @@ def done() -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return api.handle(app, event, context)
+    return api.handle(app, event, context, refuse=web.refusal_page)

@@ -76,7 +76,7 @@ def put_oauth_app(
 @app.get(
     "/partners/<id>/oauth-app",
     summary="Your OAuth client for a partner",
-    responses=APP | api.error_responses(400, 401, 403, 404, 422),
+    responses=APP | api.error_responses(400, 401, 403, 404, 422, 503),
 )
 def get_oauth_app(id: PartnerId, caller: Tenant, redirect: Redirect) -> Response[OAuthAppEnvelope]:
     return api.ok(oauth.get_app(caller, id, redirect))
@@ -85,7 +85,8 @@ def get_oauth_app(id: PartnerId, caller: Tenant, redirect: Redirect) -> Response
 @app.delete(
     "/partners/<id>/oauth-app",
     summary="Remove your OAuth client for a partner",
-    responses=api.success_response(200, DeletedEnvelope, "Removed.") | api.error_responses(400, 401, 403, 404, 422),
+    responses=api.success_response(200, DeletedEnvelope, "Removed.")
+    | api.error_responses(400, 401, 403, 404, 422, 503),
 )
 def delete_oauth_app(id: PartnerId, caller: Tenant) -> Response[DeletedEnvelope]:
     oauth.delete_app(caller, id)

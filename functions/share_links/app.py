@@ -25,6 +25,11 @@ Tenant = Annotated[Caller, Depends(api.current_caller)]
 Base = Annotated[str, Depends(api.connect_base)]
 LinkId = Annotated[str, Path(max_length=64)]
 ONE = api.success_response(200, ShareLinkEnvelope, "The share link.")
+IDEMPOTENCY = (
+    "Optional, 1–255 printable ASCII characters. A repeat with the same key and body within the idempotency window "
+    "(an hour by default) returns the first answer, without the token, instead of creating another link; the same "
+    "key with another body is a 422, and a repeat while the first is still running a 409."
+)
 
 
 @app.post(
@@ -37,9 +42,11 @@ def create_link(
     body: CreateLinkRequest,
     caller: Tenant,
     base: Base,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", pattern=idempotency.KEY_PATTERN, description=IDEMPOTENCY)
+    ] = None,
 ) -> Response[ShareLinkEnvelope]:
-    key = idempotency.validate_key(idempotency_key)
+    key = idempotency_key
     if key is None:
         link, token = links.create_link(caller, body)
         return api.ok(link.to_out(token, base), 201)

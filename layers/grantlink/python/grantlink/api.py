@@ -6,6 +6,7 @@ without the route's scope a 403) before anything about the request body is looke
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -30,7 +31,7 @@ JSON = "application/json"
 API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON, wrong types, missing or invalid fields, or a bad cursor.",
-    401: "Missing or unknown API key.",
+    401: "The API key is not known.",
     403: "The API key lacks the scope this route needs.",
     404: "No such resource for this tenant.",
     409: "The resource is not in a state that allows this.",
@@ -143,6 +144,9 @@ def _validation_failed(exc: RequestValidationError) -> Response:
     problems = [(_field(e["loc"]), e) for e in exc.errors()]
     if any(e["type"] == "json_invalid" for _, e in problems):
         return json_response(400, errors.error_body("malformed_json", "The request body is not valid JSON."))
+    if problems and all(where.lower() == "idempotency-key" for where, _ in problems):
+        message = "Idempotency-Key is 1–255 printable ASCII characters."
+        return json_response(400, errors.error_body("invalid_idempotency_key", message))
     details = [{"field": where, "problem": _problem(e)} for where, e in problems]
     message = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
     body = errors.error_body("validation_error", message)
@@ -207,12 +211,18 @@ def precheck(event: dict[str, Any]) -> None:
         raise errors.Forbidden(f"This API key lacks the scope {route.scope}.")
 
 
-def handle(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Run the prechecks, then the resolver."""
+def handle(
+    app: APIGatewayHttpResolver,
+    event: dict[str, Any],
+    context: Any,
+    refuse: Callable[[errors.GrantlinkError], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run the prechecks, then the resolver. A precheck's refusal is the JSON envelope, or what `refuse` makes
+    of it (the public pages answer a person in a browser with a page)."""
     try:
         precheck(event)
     except errors.GrantlinkError as exc:
-        return _raw(exc)
+        return (refuse or _raw)(exc)
     from grantlink import links
 
     links.set_connect_base(base_for_api(event.get("requestContext", {}).get("apiId", "")))

@@ -7,7 +7,6 @@ return value is safe to keep (e.g. a link without its token) and hand the secret
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from grantlink import aws, errors
 from grantlink.config import settings
 
-KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,255}$")
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # checked by the route's validation, and so in the OpenAPI document
 
 
 @cache
@@ -42,12 +41,6 @@ _lambda_context: list[Any] = [None]
 def register_context(context: Any) -> None:
     """Remember the invocation's Lambda context: Powertools guards in-progress records with its deadline."""
     _lambda_context[0] = context if hasattr(context, "get_remaining_time_in_millis") else None
-
-
-def validate_key(key: str | None) -> str | None:
-    if key is not None and not KEY_SHAPE.match(key):
-        raise errors.BadRequest("Idempotency-Key is 1–255 printable ASCII characters.", code="invalid_idempotency_key")
-    return key
 
 
 def run_once(tenant_id: str, operation: str, key: str, body: Any, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ no-referrer, no-store, no framing). Errors become pages, never JSON: the custome
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -56,6 +56,17 @@ def build_page_resolver() -> APIGatewayHttpResolver:
     app.exception_handler(errors.GrantlinkError)(_error_page)
     app.exception_handler(Exception)(_unexpected)
     return app
+
+
+def refusal_page(exc: errors.GrantlinkError) -> dict[str, Any]:
+    """`api.handle`'s refusal (e.g. a form over the size limit) as an error page, in Lambda's answer shape."""
+    response = _error_page(exc)
+    return {
+        "statusCode": response.status_code,
+        "headers": {"Content-Type": str(response.headers.pop("Content-Type")), **response.headers},
+        "body": response.body,
+        "isBase64Encoded": False,
+    }
 
 
 def _error_page(exc: errors.GrantlinkError) -> Response:
