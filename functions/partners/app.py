@@ -60,6 +60,12 @@ def get_partner(id: Annotated[str, Path(max_length=20)]) -> Response[PartnerEnve
 
 PartnerId = Annotated[int, Path(gt=0, le=2**31 - 1)]
 APP = api.success_response(200, OAuthAppEnvelope, "The tenant's OAuth app for this partner (never the secret).")
+USED_APP = api.success_response(
+    200,
+    OAuthAppEnvelope,
+    "The OAuth app this tenant's links use (never the secret): its own (`source: tenant`), else the operator's "
+    "default (`source: operator`).",
+)
 
 
 @app.put(
@@ -75,8 +81,8 @@ def put_oauth_app(
 
 @app.get(
     "/partners/<id>/oauth-app",
-    summary="Your OAuth client for a partner",
-    responses=APP | api.error_responses(400, 401, 403, 404, 422, 503),
+    summary="The OAuth client your links use for a partner: yours, else the operator's default",
+    responses=USED_APP | api.error_responses(400, 401, 403, 404, 422, 503),
 )
 def get_oauth_app(id: PartnerId, caller: Tenant, redirect: Redirect) -> Response[OAuthAppEnvelope]:
     return api.ok(oauth.get_app(caller, id, redirect))
@@ -84,7 +90,7 @@ def get_oauth_app(id: PartnerId, caller: Tenant, redirect: Redirect) -> Response
 
 @app.delete(
     "/partners/<id>/oauth-app",
-    summary="Remove your OAuth client for a partner",
+    summary="Remove your own OAuth client for a partner (never the operator's default)",
     responses=api.success_response(200, DeletedEnvelope, "Removed.")
     | api.error_responses(400, 401, 403, 404, 422, 503),
 )

@@ -27,6 +27,7 @@ class Settings(BaseModel):
     idempotency_ttl_seconds: int = Field(3600, ge=60, alias="GRANTLINK_IDEMPOTENCY_TTL_SECONDS")
     max_body_bytes: int = Field(64 * 1024, ge=1024, alias="GRANTLINK_MAX_BODY_BYTES")
     oauth_redirect_uri: str = Field("", alias="GRANTLINK_OAUTH_REDIRECT_URI")
+    default_oauth_apps_secret: str = Field("", alias="GRANTLINK_DEFAULT_OAUTH_APPS_SECRET")
     oauth_flow_ttl_seconds: int = Field(600, ge=60, le=3600, alias="GRANTLINK_OAUTH_FLOW_TTL_SECONDS")
     renew_before_seconds: int = Field(900, ge=0, alias="GRANTLINK_RENEW_BEFORE_SECONDS")
     test_connect_timeout: float = Field(3.0, gt=0, le=30, alias="GRANTLINK_TEST_CONNECT_TIMEOUT")

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from grantlink import clock, errors, pagination, providers, tenants
+from grantlink import clock, errors, oauth_apps, pagination, providers, tenants
 from grantlink.config import settings
 from grantlink.models import Caller, CreateLinkRequest, LinkOptions, LinkStatus, ListMeta, ShareLink
 from grantlink.store import ConditionFailed, Store
@@ -75,7 +75,7 @@ def issue_link(
     provider = providers.find(partner_id)
     if provider is None:
         raise errors.UnprocessableEntity(f"Unknown partner {partner_id}.", code="unknown_partner")
-    if provider.oauth is not None and store.get_oauth_app(caller.tenant_id, partner_id) is None:
+    if provider.oauth is not None and oauth_apps.app_for(caller.tenant_id, partner_id, store) is None:
         raise errors.UnprocessableEntity(
             f"Set an OAuth app for {provider.name} first (PUT /partners/{partner_id}/oauth-app).",
             code="oauth_app_missing",

@@ -238,7 +238,13 @@ class OAuthAppOut(ApiModel):
     clientId: str
     scopes: list[str] | None
     redirectUri: str = Field(description="Register this redirect URI with the partner.")
-    dateUpdated: str
+    dateUpdated: str = Field(
+        description="When the tenant last set its app; for the operator's default, when that configuration was made."
+    )
+    source: Literal["tenant", "operator"] = Field(
+        description="`tenant`: the tenant's own app (PUT; DELETE removes it). `operator`: the operator's default "
+        "from configuration, used while the tenant has no app of its own (DELETE does not remove it)."
+    )
 
 
 class OAuthAppEnvelope(ApiModel):

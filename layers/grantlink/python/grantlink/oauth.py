@@ -1,6 +1,8 @@
 """OAuth 2.0 through the link: tenants' OAuth apps, the authorization-code flow with PKCE, and fresh tokens
 (use cases). The client side of RFC 9700.
 
+- Which OAuth client is used (the tenant's own, else the operator's default from configuration) is decided by
+  `app_for` (grantlink.oauth_apps), everywhere: link creation, start, callback and refresh.
 - Start (`POST /connect/oauth/start`) stores a single-use flow record — the hash of `state`, the PKCE
   verifier, the expected issuer — and sets the link to status 2, in one transaction.
 - The callback consumes the flow record first (a missing, wrong, expired or reused state never reaches the
@@ -38,6 +40,7 @@ from grantlink.models import (
     link_key,
     tenant_links_by_status_pk,
 )
+from grantlink.oauth_apps import OAuthApp, app_for, tenant_app
 from grantlink.observability import logger, trace_http
 from grantlink.providers import Provider
 from grantlink.store import ConditionFailed, Store, flow_key, oauth_app_key, serialize, update
@@ -82,46 +85,52 @@ def put_app(
         "dateUpdated": clock.iso(clock.now()),
     }
     (store or default_store()).put_oauth_app(item)
-    return _app_out(item, redirect_uri)
+    return _app_out(tenant_app(item), redirect_uri)
 
 
 def get_app(caller: Caller, partner_id: int, redirect_uri: str, store: Store | None = None) -> OAuthAppOut:
+    """The app the tenant's links use: its own (`source: tenant`), else the operator's default (`operator`)."""
     _oauth_partner(partner_id)
-    item = (store or default_store()).get_oauth_app(caller.tenant_id, partner_id)
-    if item is None:
+    app = app_for(caller.tenant_id, partner_id, store or default_store())
+    if app is None:
         raise errors.NotFound("No OAuth app is set for this partner.", code="oauth_app_not_found")
-    return _app_out(item, redirect_uri)
+    return _app_out(app, redirect_uri)
 
 
 def delete_app(caller: Caller, partner_id: int, store: Store | None = None) -> None:
+    """Remove the tenant's own app only (the operator's default is configuration, not the tenant's)."""
     _oauth_partner(partner_id)
     if not (store or default_store()).delete_oauth_app(caller.tenant_id, partner_id):
         raise errors.NotFound("No OAuth app is set for this partner.", code="oauth_app_not_found")
 
 
-def _app_out(item: dict[str, Any], redirect_uri: str) -> OAuthAppOut:
+def _app_out(app: OAuthApp, redirect_uri: str) -> OAuthAppOut:
     return OAuthAppOut(
-        partnerId=int(item["partnerId"]),
-        clientId=item["clientId"],
-        scopes=item.get("scopes"),
+        partnerId=app.partner_id,
+        clientId=app.client_id,
+        scopes=app.scopes,
         redirectUri=redirect_uri,
-        dateUpdated=item["dateUpdated"],
+        dateUpdated=app.date_updated,
+        source=app.source,
     )
 
 
-def require_app(tenant_id: str, partner_id: int, store: Store) -> dict[str, Any]:
-    """The tenant's app for an OAuth partner, or a 422 telling the tenant to set one."""
-    item = store.get_oauth_app(tenant_id, partner_id)
-    if item is None:
+def require_app(tenant_id: str, partner_id: int, store: Store) -> OAuthApp:
+    """The app for an OAuth partner (the tenant's, else the operator's), or a 422 telling the tenant to set one."""
+    app = app_for(tenant_id, partner_id, store)
+    if app is None:
         raise errors.UnprocessableEntity(
             "Set an OAuth app for this partner first (PUT /partners/{id}/oauth-app).", code="oauth_app_missing"
         )
-    return item
+    return app
 
 
-def _client_secret(app: dict[str, Any]) -> str:
-    context = _app_context(app["tenantId"], int(app["partnerId"]))
-    return crypto.default().decrypt(bytes(app["clientSecret"]), context).decode()
+def _client_secret(app: OAuthApp) -> str:
+    """The operator's secret as configured; the tenant's decrypted under its own encryption context."""
+    if app.operator_secret is not None:
+        return app.operator_secret.get_secret_value()
+    assert app.tenant_id is not None and app.sealed_secret is not None
+    return crypto.default().decrypt(app.sealed_secret, _app_context(app.tenant_id, app.partner_id)).decode()
 
 
 # --- the flow ----------------------------------------------------------------------------------------------
@@ -162,7 +171,7 @@ def start(link_id: str, token: str, form: dict[str, str], redirect_uri: str, sto
 
 
 def _authorize_url(
-    provider: Provider, app: dict[str, Any], fields: dict[str, str], redirect_uri: str, state: str, challenge: str
+    provider: Provider, app: OAuthApp, fields: dict[str, str], redirect_uri: str, state: str, challenge: str
 ) -> str:
     from requests_oauthlib import OAuth2Session
 
@@ -170,8 +179,8 @@ def _authorize_url(
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()
-    scopes = app.get("scopes") or oauth.scopes
-    session = OAuth2Session(app["clientId"], redirect_uri=redirect_uri, scope=oauth.scope_separator.join(scopes))
+    scopes = app.scopes or oauth.scopes
+    session = OAuth2Session(app.client_id, redirect_uri=redirect_uri, scope=oauth.scope_separator.join(scopes))
     extra = dict(oauth.extra_authorize_params)
     if oauth.pkce:
         extra.update(code_challenge=challenge, code_challenge_method="S256")
@@ -276,9 +285,7 @@ def _abandon(store: Store, flow: dict[str, Any], provider: Provider, reason: str
     return CallbackOutcome(False, provider.id, provider.name, problem=f"{provider.name} did not connect: {reason}.")
 
 
-def exchange_code(
-    provider: Provider, app: dict[str, Any], code: str, verifier: str, redirect_uri: str, fields: dict
-) -> dict:
+def exchange_code(provider: Provider, app: OAuthApp, code: str, verifier: str, redirect_uri: str, fields: dict) -> dict:
     """The token request, with the stored `code_verifier` passed explicitly (O3) and timeouts (R3)."""
     from requests_oauthlib import OAuth2Session
 
@@ -286,7 +293,7 @@ def exchange_code(
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()
-    session = OAuth2Session(app["clientId"], redirect_uri=redirect_uri)
+    session = OAuth2Session(app.client_id, redirect_uri=redirect_uri)
     kwargs: dict[str, Any] = {"code_verifier": verifier} if oauth.pkce else {}
     token = session.fetch_token(
         _render(oauth.token_url, fields),
@@ -518,7 +525,7 @@ class RefreshRefused(Exception):
         self.reason = reason
 
 
-def _refresh_call(provider: Provider, app: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+def _refresh_call(provider: Provider, app: OAuthApp, values: dict[str, Any]) -> dict[str, Any]:
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
     from requests_oauthlib import OAuth2Session
 
@@ -526,7 +533,7 @@ def _refresh_call(provider: Provider, app: dict[str, Any], values: dict[str, Any
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()
-    session = OAuth2Session(app["clientId"])
+    session = OAuth2Session(app.client_id)
     fields = {k: v for k, v in values.items() if provider.field(k)}
     secret = _client_secret(app)
     body_auth = oauth.client_auth == "body"
@@ -534,9 +541,9 @@ def _refresh_call(provider: Provider, app: dict[str, Any], values: dict[str, Any
         token = session.refresh_token(
             _render(oauth.token_url, fields),
             refresh_token=values["refreshToken"],
-            auth=None if body_auth else (app["clientId"], secret),
+            auth=None if body_auth else (app.client_id, secret),
             timeout=_timeouts(),
-            **({"client_id": app["clientId"], "client_secret": secret} if body_auth else {}),
+            **({"client_id": app.client_id, "client_secret": secret} if body_auth else {}),
         )
     except OAuth2Error as exc:
         if exc.error in AUTH_ERRORS:
