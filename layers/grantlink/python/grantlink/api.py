@@ -38,7 +38,10 @@ ERROR_DESCRIPTIONS = {
     413: "The body is larger than the limit (64 KiB by default).",
     415: "The body is not `application/json`.",
     422: "Well-formed but refers to something unknown (e.g. a partner).",
-    503: "A dependency (DynamoDB, KMS) is unavailable; nothing was changed.",
+    503: (
+        "A dependency (DynamoDB, KMS, Secrets Manager) is unavailable, or the operator's configuration is invalid; "
+        "nothing was changed."
+    ),
 }
 
 
