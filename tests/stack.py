@@ -1,4 +1,5 @@
-"""The real local stack in a subprocess, on free ports, stopped by its pid; and HTTP helpers."""
+"""The real local stack in a subprocess, on free ports, stopped by its pid; and HTTP helpers (tenants, links, the
+connect form) shared by tests/integration and tests/security."""
 
 from __future__ import annotations
 
@@ -80,3 +81,27 @@ def new_tenant_and_id(stack: dict[str, Any], name: str, scopes: str = "") -> tup
     )  # fmt: skip
     said = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
     return said["Tenant"].strip(), said["API key"].strip()
+
+
+# --- the share-link API and the connect page over HTTP ----------------------------------------------------------
+
+LINKS = "/credentials/grant-access-sharing"
+FORM_SECRET = "demo-secret-key-123456"  # what the HTTP tests paste into the demo API-key partner's form
+
+
+def auth(stack: dict[str, Any], key: str | None = None) -> dict[str, str]:
+    """The Authorization header for `key`, or for the stack's demo tenant."""
+    return {"Authorization": f"Bearer {key or stack['apiKey']}"}
+
+
+def new_link(stack: dict[str, Any], partner: int = 9001, key: str | None = None) -> dict[str, Any]:
+    """POST a share link (as `key`'s tenant, or the demo tenant); returns its `data`, token and link included."""
+    answer = http.post(url(stack, LINKS), json={"partnerId": partner, "title": "HTTP test"}, headers=auth(stack, key))
+    assert answer.status_code == 201
+    return answer.json()["data"]
+
+
+def submit(stack: dict[str, Any], link: dict[str, Any], **fields: str) -> Any:
+    """POST the connect page's form for `link` with these field values; the redirect, if any, is not followed."""
+    form = {"id": link["id"], "token": link["token"], **{f"f_{k}": v for k, v in fields.items()}}
+    return http.post(url(stack, "/connect"), data=form, allow_redirects=False)

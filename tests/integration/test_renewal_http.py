@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_oauth_http import auth, connect, token_requests
-from tests.stack import http, start_stack, stop_stack, url
+from tests.oauth_http import connect, token_requests
+from tests.stack import auth, http, start_stack, stop_stack, url
 
 pytestmark = pytest.mark.integration
 

@@ -1,17 +1,23 @@
-"""Unit-test fixtures: moto (mock_aws) with the tables, key and secret that template.yaml declares."""
+"""Unit-test fixtures: moto (mock_aws) with the tables, key and secret that template.yaml declares; and a bare
+moto KMS for the grantlink.crypto tests. tests/security/conftest.py makes all of them available there too."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
+import botocore.session
 import pytest
 from moto import mock_aws
 from pytest_httpserver import HTTPServer
 
 from infra.local import moto_atomic, resources, template
 from tests.helpers import START, FrozenClock
+from tests.unit.crypto_fakes import FakeKms, new_key
+
+if TYPE_CHECKING:
+    from grantlink.crypto import Crypto
 
 CONNECT = "https://connect.example.test"
 
@@ -141,3 +147,53 @@ def provider_server(httpserver: HTTPServer, aws_env: dict[str, Any], monkeypatch
     from tests.unit.oauth_fakes import fake_partner
 
     return fake_partner(httpserver, monkeypatch)
+
+
+# --- grantlink.crypto against a bare moto KMS (no template resources) ------------------------------------------
+
+
+@pytest.fixture
+def bare_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # mock_aws does not intercept requests to an explicitly configured endpoint.
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def key_arn(bare_aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A KMS key configured as grantlink's key."""
+    from grantlink import config, crypto
+
+    arn = new_key()
+    monkeypatch.setenv("GRANTLINK_KMS_KEY_ID", arn)
+    monkeypatch.setenv("GRANTLINK_TABLE", "t")
+    monkeypatch.setenv("GRANTLINK_CONNECT_BASE_URL", "http://x")
+    config.reset()
+    crypto.reset()
+    yield arn
+    config.reset()
+    crypto.reset()
+
+
+@pytest.fixture
+def kms_session(bare_aws: None) -> botocore.session.Session:
+    """The botocore session the Crypto under test uses (its hooks see every KMS call)."""
+    return botocore.session.Session()
+
+
+@pytest.fixture
+def kms(kms_session: botocore.session.Session) -> FakeKms:
+    return FakeKms(kms_session)
+
+
+@pytest.fixture
+def crypt(key_arn: str, kms_session: botocore.session.Session, kms: FakeKms) -> Crypto:
+    """A grantlink.crypto.Crypto under `key_arn`, on `kms_session`."""
+    from grantlink import crypto
+
+    return crypto.Crypto(botocore_session=kms_session)

@@ -28,7 +28,9 @@ class FakeAuthorizationServer:
 
     def __init__(self, server: HTTPServer) -> None:
         self.server, self.calls, self.lock = server, [], threading.Lock()
-        self.refresh_token: str | None = "refresh-1"
+        self.issued: list[dict[str, object]] = []  # every token answer sent
+        self.access_token = "access"  # answer n carries "<access_token>-n" …
+        self.refresh_token: str | None = "refresh-1"  # … and "<refresh_token>-n" unless None
         self.error: str | None = None
         self.delay = 0.0
         server.expect_request("/token", method="POST").respond_with_handler(self.token)
@@ -40,9 +42,16 @@ class FakeAuthorizationServer:
         time.sleep(self.delay)  # a slow provider, so that concurrent refreshes overlap
         if self.error:
             return Response(json.dumps({"error": self.error}), 400, content_type="application/json")
-        body = {"access_token": f"access-{number}", "token_type": "Bearer", "expires_in": 3600, "scope": "read"}
+        body = {
+            "access_token": f"{self.access_token}-{number}",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "scope": "read",
+        }
         if self.refresh_token:
             body["refresh_token"] = f"{self.refresh_token}-{number}"
+        with self.lock:
+            self.issued.append(body)
         return Response(json.dumps(body), 200, content_type="application/json")
 
 

@@ -1,4 +1,5 @@
-"""Connection tests through the API (POST /credentials/{id}/test) and on connect (issue: connection test)."""
+"""Connection tests through the API (POST /credentials/{id}/test) and on connect (issue: connection test). Their
+tenancy and scope (M1, M2) are proved in tests/security/test_tenancy_and_input.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from werkzeug import Request, Response
 from grantlink import connect, links, providers
 from grantlink.models import Caller, CreateLinkRequest, LinkStatus
 from grantlink.providers import Provider
-from tests.helpers import ALL_SCOPES, event, invoke
+from tests.helpers import event, invoke
+from tests.helpers import run_connection_test as run_test
 
 A = Caller("tnt_a", frozenset({"links:write"}))
 PARTNER_ID = 8888
@@ -54,14 +56,6 @@ def fake(httpserver: HTTPServer, aws_env: Any, monkeypatch: pytest.MonkeyPatch) 
 def connected(partner: int = PARTNER_ID, key: str = KEY) -> str:
     link, token = links.create_link(A, CreateLinkRequest(partnerId=partner, title="CRM"))
     return connect.submit(link.id, token, {"apiKey": key}).credential.id
-
-
-def run_test(credential_id: str, tenant: str = "tnt_a", scopes: str = ALL_SCOPES) -> tuple[int, dict[str, Any]]:
-    evt = event("reauthorize", tenant=tenant, scopes=scopes, path_id=credential_id)
-    evt["routeKey"] = evt["requestContext"]["routeKey"] = "POST /credentials/{id}/test"
-    evt["rawPath"] = evt["requestContext"]["http"]["path"] = f"/credentials/{credential_id}/test"
-    status, body, _ = invoke("connection_test", evt)
-    return status, body
 
 
 def credential(credential_id: str) -> dict[str, Any]:
@@ -127,12 +121,6 @@ def test_a_test_is_audited(fake: FakeProvider) -> None:
     run_test(credential_id)
     trail = invoke("credentials", event("list_audit", tenant="tnt_a", path_id=credential_id))[1]["data"]
     assert trail[0]["action"] == "tested" and trail[0]["details"] == {"category": "ok"}
-
-
-def test_m1_m2_tenancy_and_scope(fake: FakeProvider) -> None:
-    credential_id = connected()
-    assert run_test(credential_id, tenant="tnt_b")[0] == 404
-    assert run_test(credential_id, scopes="credentials:read")[0] == 403
 
 
 def test_a_disabled_credential_is_not_tested(fake: FakeProvider) -> None:

@@ -221,11 +221,3 @@ def test_each_bus_event_is_printed_as_one_json_line(
     assert (printed["level"], printed["local"]) == ("INFO", "event")
     assert printed["event"]["detail-type"] == "credential.refreshed"
     assert printed["event"]["detail"] == {"credentialId": "crd_1"}
-
-
-def test_printed_events_carry_no_link_token() -> None:
-    """O11: a reauthorization event carries a ready-to-send link; the log shows its id, never its token."""
-    link = "http://127.0.0.1:3000/connect?id=lnk_1&token=Xk3secretsecretsecret"
-    event = {"detail-type": "credential.reauthorization_required", "detail": {"reauthorizeLink": link}}
-    shown = jobs.printable(event)["detail"]["reauthorizeLink"]
-    assert shown == "http://127.0.0.1:3000/connect?id=lnk_1&token=***"

@@ -1,73 +1,22 @@
-"""The public connect pages (grantlink.pages): structure, accessibility, escaping and security headers."""
+"""The public connect pages (grantlink.pages): structure, accessibility, escaping and security headers.
+What SECURITY.md asks of them (O10 no third-party resources and strict headers, T3 one gone page) is proved in
+tests/security."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import html
-import inspect
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from html.parser import HTMLParser
-from typing import Any
 
 import pytest
 
 from grantlink import pages
-from grantlink.pages import FieldView
+from tests.html_pages import API_KEY, DOMAIN, Page, every_page, form
 
-VOID = {"meta", "input", "br", "hr", "img", "link"}
 HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(1)>&amp;"
-API_KEY = FieldView("apiKey", "API key", "Settings → API.", secret=True, required=True, placeholder="pk_live_…")
-DOMAIN = FieldView("subdomain", "Subdomain", "The part before .example.com.", secret=False, required=False)
-
-
-class Page(HTMLParser):
-    """Collects every start tag with its attributes, the visible text and the `<style>` contents of a page."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.source = text
-        self.tags: list[tuple[str, dict[str, str]]] = []
-        self.text: list[str] = []
-        self.styles: list[str] = []
-        self.open: list[str] = []
-        self.unbalanced: list[str] = []
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, {name: value or "" for name, value in attrs}))
-        if tag not in VOID:
-            self.open.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if not self.open or self.open.pop() != tag:
-            self.unbalanced.append(tag)
-
-    def handle_data(self, data: str) -> None:
-        if self.open and self.open[-1] == "style":
-            self.styles.append(data)
-        elif not self.open or self.open[-1] != "title":
-            self.text.append(data)
-
-    def all(self, tag: str) -> list[dict[str, str]]:
-        return [attrs for name, attrs in self.tags if name == tag]
-
-    def ids(self) -> set[str]:
-        return {attrs["id"] for _, attrs in self.tags if "id" in attrs}
-
-    def visible_inputs(self) -> list[dict[str, str]]:
-        return [attrs for attrs in self.all("input") if attrs.get("type") != "hidden"]
-
-    def title(self) -> str:
-        match = re.search(r"<title>(.*?)</title>", self.source, re.S)
-        assert match
-        return match.group(1)
-
-    def body_text(self) -> str:
-        return " ".join("".join(self.text).split())
 
 
 def element_text(source: str, ident: str) -> str:
@@ -75,30 +24,6 @@ def element_text(source: str, ident: str) -> str:
     match = re.search(rf'<(\w+) [^>]*id="{re.escape(ident)}"[^>]*>(.*?)</\1>', source, re.S)
     assert match, ident
     return " ".join(Page(match.group(2)).body_text().split())
-
-
-def form(**changes: Any) -> str:
-    arguments: dict[str, Any] = {
-        "link_id": "lnk_123",
-        "token": "tok_abc",
-        "link_title": "CRM for ACME",
-        "partner_name": "Pipedrive",
-        "description": "Read and write your deals.",
-        "fields": [API_KEY, DOMAIN],
-    }
-    return pages.form_page(**{**arguments, **changes})
-
-
-def every_page() -> list[str]:
-    with_errors = [replace(API_KEY, error="Enter your API key"), replace(DOMAIN, value="acme", error="Too long")]
-    return [
-        form(),
-        form(fields=with_errors, form_error="Pipedrive said no.", notice="You cancelled."),
-        form(oauth=True, fields=[DOMAIN]),
-        pages.gone_page(),
-        pages.success_page(partner_name="Pipedrive", link_title="CRM for ACME", account_name="ACME Ltd"),
-        pages.message_page(heading="Please try again", message="Something went wrong on our side."),
-    ]
 
 
 @pytest.mark.parametrize("text", every_page())
@@ -113,18 +38,6 @@ def test_every_page_is_a_complete_html5_document(text: str) -> None:
     assert page.title()
     assert len(page.all("main")) == 1 and len(page.all("h1")) == 1
     assert page.open == [] and page.unbalanced == []
-
-
-@pytest.mark.parametrize("text", every_page())
-def test_no_page_carries_script_handlers_or_third_party_urls(text: str) -> None:
-    """O10: given any page, then there is no script, no on* attribute, no style attribute and no absolute URL;
-    every href/action stays on this origin."""
-    page = Page(text)
-    assert "<script" not in text.lower()
-    assert not [name for _, attrs in page.tags for name in attrs if name.startswith("on") or name == "style"]
-    assert not re.search(r"https?://|//[a-z]", text, re.I)
-    targets = [attrs[key] for _, attrs in page.tags for key in ("href", "src", "action") if key in attrs]
-    assert all(target.startswith(("/connect", "#")) for target in targets)
 
 
 @pytest.mark.parametrize("text", every_page())
@@ -305,14 +218,6 @@ def test_the_field_name_is_escaped_too() -> None:
     assert page.all("script") == [] and page.visible_inputs()[0]["name"] == 'f_x"><script>'
 
 
-def test_gone_page_is_one_and_the_same_for_every_dead_link() -> None:
-    """T3: the gone page takes no argument and is byte-identical on every call."""
-    assert inspect.signature(pages.gone_page).parameters == {}
-    assert pages.gone_page() == pages.gone_page()
-    text = Page(pages.gone_page()).body_text()
-    assert "This link is no longer valid" in text and "Ask whoever sent you this link for a new one." in text
-
-
 def test_success_page_names_the_partner_and_account() -> None:
     """Given a stored credential, then the page says Connected, names partner, account and link title and
     tells the customer they may close the window."""
@@ -353,21 +258,6 @@ def test_a_value_that_is_not_an_origin_cannot_reach_the_csp(origin: str) -> None
     """Given something that is not scheme://host[:port], then security_headers refuses it."""
     with pytest.raises(ValueError, match="not an origin"):
         pages.security_headers(form_action_origins=(origin,))
-
-
-def test_security_headers_are_exactly_the_agreed_set() -> None:
-    """O10: given the headers, then they are these and only these."""
-    headers = pages.security_headers()
-    assert headers.pop("Content-Security-Policy")
-    assert headers == {
-        "Content-Type": "text/html; charset=utf-8",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-store",
-        "Pragma": "no-cache",
-        "X-Frame-Options": "DENY",
-        "X-Content-Type-Options": "nosniff",
-        "Cross-Origin-Opener-Policy": "same-origin",
-    }
 
 
 def test_stylesheet_fits_phones_and_keyboards() -> None:

@@ -1,8 +1,9 @@
-"""template.yaml: it lints, SAM transforms it, and it agrees with the code (routes, functions, pins)."""
+"""template.yaml: it lints, SAM transforms it, and it agrees with the code (routes, functions, pins). Its
+assertions for SECURITY.md R4 (DLQs, retries, reserved concurrency, throttles, alarms) and R1 (the sweep's
+idempotency key) are in tests/security/test_jobs.py."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -14,13 +15,10 @@ import pytest
 
 from grantlink import routes
 from infra.local import template
+from tests.helpers import resource_properties as props
 
 ROOT = Path(__file__).resolve().parents[2]
 TPL = template.load()
-
-
-def props(logical_id: str) -> dict[str, Any]:
-    return TPL["Resources"][logical_id]["Properties"]
 
 
 def test_cfn_lint_is_clean() -> None:
@@ -134,91 +132,9 @@ def test_layer_requirements_match_the_pinned_runtime_dependencies() -> None:
     assert all(re.search(r"==\d", p) for p in pinned)
 
 
-# --- R4: failures are retried, parked and alarmed; load is bounded ------------------------------------------------
-
-
-def only_event(kind: str) -> tuple[str, dict[str, Any]]:
-    """(function logical id, event properties) of the template's one event of this SAM type."""
-    ((function, _, properties),) = template.event_sources(TPL, kind)
-    return function.logical_id, properties
-
-
-def test_renewal_queue_redrives_to_its_dead_letter_queue_after_five_receives() -> None:
-    assert props("RenewalQueue")["RedrivePolicy"] == {
-        "deadLetterTargetArn": {"Fn::GetAtt": ["RenewalDeadLetterQueue", "Arn"]},
-        "maxReceiveCount": 5,
-    }
-    assert props("RenewalDeadLetterQueue")["MessageRetentionPeriod"] == 14 * 24 * 3600
-
-
-def test_renewal_queue_visibility_outlasts_six_worker_timeouts() -> None:
-    """Lambda's advice for SQS sources: a message is not redelivered while a retried invocation may still run."""
-    assert props("RenewalQueue")["VisibilityTimeout"] >= 6 * props("RenewalWorkerFunction")["Timeout"]
-
-
 def test_every_queue_is_encrypted() -> None:
     for logical_id, queue in template.resources(TPL, "AWS::SQS::Queue").items():
         assert queue["Properties"].get("SqsManagedSseEnabled") is True, logical_id
-
-
-def test_sweep_schedule_retries_then_dead_letters() -> None:
-    function, schedule = only_event("ScheduleV2")
-    assert function == "ExpirySweepFunction"
-    assert schedule["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 600}
-    assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]}}
-
-
-def test_sweep_event_keys_a_run_by_its_scheduled_time() -> None:
-    """R1: the sweep's idempotency key must be the same on every retry of one run. Scheduler's scheduled time is;
-    its execution id is not, so it must not pose as the event's `id`."""
-    _, schedule = only_event("ScheduleV2")
-    sent = json.loads(schedule["Input"])
-    assert sent["time"] == "<aws.scheduler.scheduled-time>"
-    assert "id" not in sent
-
-
-def test_renewal_worker_has_reserved_concurrency_and_reports_batch_item_failures() -> None:
-    function, feed = only_event("SQS")
-    worker = props(function)
-    assert (function, feed["Queue"]) == ("RenewalWorkerFunction", {"Fn::GetAtt": ["RenewalQueue", "Arn"]})
-    assert worker["ReservedConcurrentExecutions"] == 5
-    assert feed["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert feed["BatchSize"] == 10
-
-
-def test_queue_poller_never_outruns_the_reserved_concurrency() -> None:
-    """A throttled SQS poller returns messages to the queue, where the retries count towards the DLQ."""
-    function, feed = only_event("SQS")
-    assert feed["ScalingConfig"]["MaximumConcurrency"] <= props(function)["ReservedConcurrentExecutions"]
-
-
-def test_http_api_is_throttled() -> None:
-    limits = props("HttpApi")["DefaultRouteSettings"]
-    assert limits["ThrottlingRateLimit"] > 0 and limits["ThrottlingBurstLimit"] > 0
-
-
-def alarms(namespace: str, metric: str) -> dict[str, dict[str, Any]]:
-    """Alarms on any positive value of one metric, by the logical id of the resource they watch."""
-    found = {}
-    for alarm in template.resources(TPL, "AWS::CloudWatch::Alarm").values():
-        p = alarm["Properties"]
-        if (p["Namespace"], p["MetricName"], p["Threshold"], p["ComparisonOperator"]) == (
-            namespace, metric, 0, "GreaterThanThreshold"
-        ):  # fmt: skip
-            value = p["Dimensions"][0]["Value"]
-            found[value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]] = p
-    return found
-
-
-def test_both_dead_letter_queues_have_an_alarm() -> None:
-    watched = alarms("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert {"RenewalDeadLetterQueue", "SweepDeadLetterQueue"} <= set(watched)
-
-
-def test_sweep_and_worker_errors_have_an_alarm() -> None:
-    watched = alarms("AWS/Lambda", "Errors")
-    assert {"ExpirySweepFunction", "RenewalWorkerFunction"} <= set(watched)
-    assert all(alarm["Period"] == 300 for alarm in watched.values())
 
 
 def test_no_role_grants_a_wildcard_action_once_sam_expands_the_policy_templates(

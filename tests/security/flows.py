@@ -1,0 +1,213 @@
+"""Every flow grantlink has, driven the way a client, a customer and the schedule drive them — through the
+function handlers with API Gateway events, moto and the fake OAuth partner underneath — noting every secret
+value that crosses them. O11 (test_oauth_client.py) looks for each in the logs; K1/T2 (test_keys.py) in the
+tables.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from grantlink import providers, tenants
+from tests.helpers import call, event, invoke, reroute, run_connection_test, run_jobs
+from tests.unit.oauth_fakes import PARTNER_ID, FakeAuthorizationServer, expire_access_token
+
+APIKEY_PARTNER, BASIC_PARTNER, OAUTH_PARTNER = 9001, 9002, PARTNER_ID
+KINDS = {
+    "API key",
+    "link token",
+    "submitted api_key",
+    "submitted password",
+    "OAuth client secret",
+    "authorization code",
+    "state",
+    "code_verifier",
+    "access token",
+    "refresh token",
+}
+
+
+class Secrets:
+    """The secret values a run saw, by kind."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, set[str]] = defaultdict(set)
+
+    def saw(self, kind: str, value: str) -> str:
+        assert kind in KINDS, kind
+        assert len(value) >= 12, (kind, value)  # long enough that a match is never a coincidence
+        self.by_kind[kind].add(value)
+        return value
+
+    def values(self, *kinds: str) -> list[tuple[str, str]]:
+        """(kind, value) for these kinds, or for every kind."""
+        return [(kind, value) for kind in sorted(kinds or self.by_kind) for value in sorted(self.by_kind[kind])]
+
+    def found_in(self, text: str, *kinds: str) -> list[str]:
+        """`kind: value` for every value of these kinds (or of any kind) that appears in `text`."""
+        return [f"{kind}: {value}" for kind, value in self.values(*kinds) if value in text]
+
+
+def new_secret(prefix: str) -> str:
+    """A value no log line or stored byte could contain by chance."""
+    return f"{prefix}-{secrets.token_urlsafe(18)}"
+
+
+class Client:
+    """One tenant calling the API with its key, as API Gateway delivers the calls after the authorizer."""
+
+    def __init__(self, seen: Secrets) -> None:
+        self.seen = seen
+        self.tenant_id, self.key = tenants.create_tenant("security sweep")
+        seen.saw("API key", self.key)
+        evt = event("authorizer")
+        evt["headers"]["authorization"] = f"Bearer {self.key}"
+        evt["identitySource"] = [f"Bearer {self.key}"]
+        answer = call("authorizer", evt)
+        assert answer["isAuthorized"] and answer["context"]["tenantId"] == self.tenant_id, answer
+        self.scopes = answer["context"]["scopes"]
+
+    def event(self, name: str, **changes: Any) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.key}", **changes.pop("headers", {})}
+        return event(name, tenant=self.tenant_id, scopes=self.scopes, headers=headers, **changes)
+
+    def api(self, function: str, evt: dict[str, Any], expect: int = 200) -> dict[str, Any]:
+        status, body, _ = invoke(function, evt)
+        assert status == expect, (function, evt["routeKey"], status, body)
+        return body
+
+    def new_link(self, partner: int, **headers: str) -> dict[str, Any]:
+        body = {"partnerId": partner, "title": f"sweep {partner}"}
+        data = self.api("share_links", self.event("create_link", body=body, headers=headers), 201)["data"]
+        self.seen.saw("link token", data["token"])
+        return data
+
+
+def page(evt: dict[str, Any], expect: int, function: str = "connect_page") -> dict[str, Any]:
+    """A public page's handler on `evt`; its raw response, whose status must be `expect`."""
+    answer = call(function, evt)
+    assert answer["statusCode"] == expect, (evt["routeKey"], answer["statusCode"], answer.get("body", "")[:500])
+    return answer
+
+
+def connect_with_form(link: dict[str, Any], **fields: str) -> None:
+    """The customer opens the link (GET /connect) and submits the form (POST /connect)."""
+    page(event("connect_get", query={"id": link["id"], "token": link["token"]}), 200)
+    form = {"id": link["id"], "token": link["token"], **{f"f_{k}": v for k, v in fields.items()}}
+    done = page(event("connect_post", form=form), 200)
+    assert "Connected" in done["body"]
+
+
+def connect_with_oauth(seen: Secrets, provider: FakeAuthorizationServer, link: dict[str, Any]) -> None:
+    """The customer opens the link, presses the button (POST /connect/oauth/start), approves at the partner and
+    comes back (GET /oauth/callback)."""
+    page(event("connect_get", query={"id": link["id"], "token": link["token"]}), 200)
+    start = reroute(
+        event("connect_post", form={"id": link["id"], "token": link["token"]}),
+        "POST /connect/oauth/start",
+        "/connect/oauth/start",
+    )
+    authorize = parse_qs(urlsplit(page(start, 303, "oauth_callback")["headers"]["Location"]).query)
+    state = seen.saw("state", authorize["state"][0])
+    code = seen.saw("authorization code", new_secret("code"))
+    issuer = providers.find(OAUTH_PARTNER).oauth.issuer  # type: ignore[union-attr]
+    back = reroute(
+        event("connect_get", query={"code": code, "state": state, "iss": issuer}),
+        "GET /oauth/callback",
+        "/oauth/callback",
+    )
+    page(back, 303, "oauth_callback")
+    exchange = provider.calls[-1]
+    assert exchange["grant_type"] == "authorization_code" and exchange["code"] == code
+    seen.saw("code_verifier", exchange["code_verifier"])
+
+
+def run_every_flow(
+    provider: FakeAuthorizationServer, aws_env: dict[str, Any], delivered_events: Any
+) -> tuple[Secrets, dict[str, str]]:
+    """Run every flow once; returns what it saw and the ids of the credentials it left (apikey, basic, oauth)."""
+    seen = Secrets()
+    provider.access_token = new_secret("access")
+    provider.refresh_token = new_secret("refresh")
+
+    # A tenant and its API key, through the authorizer; its own OAuth client for the fake partner.
+    client = Client(seen)
+    app = {"clientId": "sweep-client", "clientSecret": seen.saw("OAuth client secret", new_secret("client-secret"))}
+    oauth_app = f"/partners/{OAUTH_PARTNER}/oauth-app"
+    client.api("partners", reroute(client.event("get_partner", body=app), "PUT /partners/{id}/oauth-app", oauth_app))
+    client.api("partners", reroute(client.event("get_partner"), "GET /partners/{id}/oauth-app", oauth_app))
+
+    # Share links: create (with an Idempotency-Key, so the idempotency table has a record), get, list, put, delete.
+    link = client.new_link(APIKEY_PARTNER, **{"Idempotency-Key": "sweep-order-1"})
+    client.api("share_links", client.event("get_link", path_id=link["id"]))
+    client.api("share_links", client.event("list_links"))
+    again = client.api("share_links", client.event("regenerate_link", path_id=link["id"]))["data"]
+    seen.saw("link token", again["token"])
+    client.api("share_links", client.event("revoke_link", path_id=link["id"]))
+
+    # The connect page, GET and POST, for an API-key partner and a basic-auth one.
+    ids = {}
+    for partner, kind, fields in (
+        (APIKEY_PARTNER, "submitted api_key", ("apiKey",)),
+        (BASIC_PARTNER, "submitted password", ("username", "password")),
+    ):
+        link = client.new_link(partner)
+        values = {name: seen.saw(kind, new_secret("sk_live")) if name != "username" else "ada" for name in fields}
+        connect_with_form(link, **values)
+        ids[kind] = client.api("share_links", client.event("get_link", path_id=link["id"]))["data"]["credentialId"]
+    apikey, basic = ids["submitted api_key"], ids["submitted password"]
+
+    # The credentials API: list, get, secret, rename, audit, test, reauthorize (and connect again), delete.
+    client.api("credentials", client.event("list_credentials"))
+    for credential_id in (apikey, basic):
+        client.api("credentials", client.event("get_credential", path_id=credential_id))
+        client.api("credentials", client.event("read_secret", path_id=credential_id))
+        client.api("credentials", client.event("update_credential", path_id=credential_id, body={"title": "renamed"}))
+        client.api("credentials", client.event("list_audit", path_id=credential_id))
+        assert run_connection_test(credential_id, client.tenant_id, client.scopes)[0] == 200
+    bound = client.api("credentials", client.event("reauthorize", path_id=apikey, body={}), 201)["data"]
+    seen.saw("link token", bound["token"])
+    replaced = seen.saw("submitted api_key", new_secret("sk_live"))
+    connect_with_form(bound, apiKey=replaced)
+    shown = client.api("credentials", client.event("read_secret", path_id=apikey))["data"]["fields"]
+    assert shown == {"apiKey": replaced}
+    throwaway = client.new_link(APIKEY_PARTNER)
+    connect_with_form(throwaway, apiKey=seen.saw("submitted api_key", new_secret("sk_live")))
+    gone = client.api("share_links", client.event("get_link", path_id=throwaway["id"]))["data"]["credentialId"]
+    client.api("credentials", client.event("delete_credential", path_id=gone))
+
+    # OAuth: start, callback, a secret read, a connection test (the access token goes to the partner), and a read
+    # that refreshes first.
+    provider.server.expect_request("/me").respond_with_json({"name": "Ada"})
+    oauth_link = client.new_link(OAUTH_PARTNER)
+    connect_with_oauth(seen, provider, oauth_link)
+    oauth_credential = client.api("share_links", client.event("get_link", path_id=oauth_link["id"]))["data"][
+        "credentialId"
+    ]
+    client.api("credentials", client.event("read_secret", path_id=oauth_credential))
+    status, tested = run_connection_test(oauth_credential, client.tenant_id, client.scopes)
+    assert status == 200 and tested["data"]["ok"], tested
+    expire_access_token(oauth_credential)
+    client.api("credentials", client.event("read_secret", path_id=oauth_credential))
+    assert provider.calls[-1]["grant_type"] == "refresh_token"
+
+    # The jobs: the sweep and the worker refresh a due token; then the partner refuses the refresh token, and the
+    # worker asks for reauthorization with a new link (whose token only the tenant's event carries).
+    expire_access_token(oauth_credential)
+    assert run_jobs(aws_env) == {"batchItemFailures": []}
+    assert provider.calls[-1]["grant_type"] == "refresh_token"
+    provider.error = "invalid_grant"
+    expire_access_token(oauth_credential)
+    assert run_jobs(aws_env) == {"batchItemFailures": []}
+    provider.error = None
+    (required,) = [e for e in delivered_events() if e["detail-type"] == "credential.reauthorization_required"]
+    seen.saw("link token", parse_qs(urlsplit(required["detail"]["reauthorizeLink"]).query)["token"][0])
+
+    for answer in provider.issued:
+        seen.saw("access token", str(answer["access_token"]))
+        seen.saw("refresh token", str(answer["refresh_token"]))
+    assert set(seen.by_kind) == KINDS, sorted(KINDS - set(seen.by_kind))  # every kind was collected
+    return seen, {"apikey": apikey, "basic": basic, "oauth": oauth_credential}
