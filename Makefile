@@ -11,7 +11,7 @@ PORT ?= 3000
 CODE := layers/grantlink/python/grantlink functions infra tests bench
 
 
-.PHONY: help install system browser run test unit integration fuzz lint openapi tenant redirects build deploy bench clean
+.PHONY: help install system browser run test unit security integration fuzz lint openapi tenant redirects build deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,8 +36,14 @@ run: install system ## start the embedded local stack on 127.0.0.1:$(PORT) (Ctrl
 test: install system browser lint ## everything CI runs: lint, then every test, with branch coverage ≥ 90% on the layer
 	$(BIN)/python -m pytest --cov=grantlink --cov-branch --cov-report=term:skip-covered --cov-fail-under=90
 
-unit: install ## only the fast tests (no local stack)
-	$(BIN)/python -m pytest tests/unit
+unit: install ## only the fast tests (no local stack): tests/unit and the in-process part of tests/security
+	$(BIN)/python -m pytest tests/unit tests/security -m "not integration"
+
+integration: install system ## the API over real HTTP against a local stack (started and stopped by the tests)
+	$(BIN)/python -m pytest tests/integration
+
+security: install system ## the security suite: one module per SECURITY.md section (starts a local stack)
+	$(BIN)/python -m pytest tests/security
 
 fuzz: install system ## schemathesis over the OpenAPI document against a local stack, 300 examples per operation
 	GRANTLINK_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest tests/fuzz -q

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from grantlink import errors, links
-from grantlink.models import Caller, ErrorEnvelope
+from grantlink.models import Caller, ErrorEnvelope, LinkStatus
+from grantlink.store import default as default_store
 from infra import openapi
 from tests.helpers import (
     ALL_SCOPES,
@@ -168,6 +169,26 @@ def test_m3_a_body_over_64_kib_is_a_413(aws_env: Any, table_items: Any) -> None:
     status, answer, _ = create_link("x" * (1024 * 1024))
     assert status == 413
     assert table_items() == []
+
+
+@pytest.mark.parametrize("fn", ["connect_page", "oauth_callback"])
+def test_m3_a_form_over_64_kib_is_the_413_page_and_the_link_is_untouched(aws_env: Any, fn: str) -> None:
+    """M3: the public pages answer an oversized form with an HTML 413 page (with the pages' strict headers), as
+    the OpenAPI document says — not the API's JSON — and the link stays usable."""
+    link, token = new_link()
+    evt = event("connect_post", form={"id": link.id, "token": token, "f_apiKey": "k" * 70_000})
+    if fn == "oauth_callback":
+        evt["routeKey"] = "POST /connect/oauth/start"
+        evt["rawPath"] = evt["requestContext"]["http"]["path"] = "/connect/oauth/start"
+    answer = call(fn, evt)
+    assert answer["statusCode"] == 413
+    assert answer["headers"]["Content-Type"].startswith("text/html")
+    assert (
+        answer["headers"]["Cache-Control"] == "no-store"
+        and "frame-ancestors 'none'" in answer["headers"]["Content-Security-Policy"]
+    )
+    assert "<!doctype html>" in answer["body"].lower()
+    assert default_store().get_link(link.id).status == LinkStatus.WAITING  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -162,3 +162,30 @@ def test_share_completed_and_credential_deleted_events(aws_env: Any, delivered_e
     assert seen["share.completed"]["linkId"] == link.id and seen["share.completed"]["credentialId"] == credential_id
     assert seen["credential.deleted"]["credentialId"] == credential_id
     assert all(detail["eventId"] and detail["tenantId"] == "tnt_a" for detail in seen.values())
+
+
+def test_the_sweep_sends_batches_of_ten_across_shards_and_queues_every_due_item(
+    aws_env: Any, clock: FrozenClock
+) -> None:
+    """23 links due, spread over the due index's shards: every one is queued once, in ceil(23 / 10) = 3
+    SendMessageBatch calls (not one short batch per shard)."""
+    import boto3
+
+    from tests.helpers import queued
+
+    ids = {new_link(expiresInHours=1)[0].id for _ in range(23)}
+    shards = {i["duePk"]["S"] for i in due_items(aws_env)}
+    assert len(shards) > 1  # the links really landed in several shards
+    clock.advance(hours=1)
+    sqs = boto3.client("sqs")
+    batches: list[int] = []
+    send = sqs.send_message_batch
+
+    def counted(**kwargs: Any) -> Any:
+        batches.append(len(kwargs["Entries"]))
+        return send(**kwargs)
+
+    sqs.send_message_batch = counted  # type: ignore[method-assign]
+    assert renewal.sweep(sqs=sqs) == {"queued": 23}
+    assert batches == [10, 10, 3]
+    assert sorted(json.loads(m["Body"])["pk"] for m in queued(aws_env)) == sorted(f"SHARE#{i}" for i in ids)

@@ -109,7 +109,15 @@ def test_idempotency_key_with_another_body_is_a_422(aws_env: Any) -> None:
     assert (status, answer["error"]["code"]) == (422, "idempotency_key_reused")
 
 
-def test_invalid_idempotency_key_is_a_400(aws_env: Any, table_items: Any) -> None:
-    status, answer, _ = create(headers={"Idempotency-Key": "x" * 300})
+@pytest.mark.parametrize("key", ["x" * 256, "has space", "tab\there", "é-non-ascii"])
+def test_invalid_idempotency_key_is_a_400(aws_env: Any, table_items: Any, key: str) -> None:
+    """Outside the documented shape (1–255 printable ASCII characters): a 400 naming the header; nothing written."""
+    status, answer, _ = create(headers={"Idempotency-Key": key})
     assert (status, answer["error"]["code"]) == (400, "invalid_idempotency_key")
     assert table_items() == []
+
+
+def test_the_longest_and_oddest_valid_idempotency_key_is_accepted(aws_env: Any) -> None:
+    key = "~!" + "x" * 252 + "}"
+    assert len(key) == 255
+    assert create(headers={"Idempotency-Key": key})[0] == 201
