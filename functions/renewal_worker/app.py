@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from grantlink import renewal
+from grantlink import events, links, oauth, renewal  # noqa: F401 - the worker's parts, loaded at init like any handler's
 from grantlink.observability import logger, metrics, tracer
 
 processor = BatchProcessor(event_type=EventType.SQS)

@@ -19,12 +19,15 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from grantlink import aws, clock, errors, events, links, oauth
+from grantlink import aws, clock, errors
 from grantlink.config import settings
 from grantlink.models import Credential, CredentialState
 from grantlink.observability import logger
 from grantlink.store import ConditionFailed, Store
 from grantlink.store import default as default_store
+
+# The worker's parts (events, links, oauth: the Encryption SDK path, the partner calls) are imported by the worker's
+# functions, so the sweep's function, which only reads the due index and queues, does not load them at cold start.
 
 BACKOFF_FIRST_SECONDS = 60
 BACKOFF_MAX_SECONDS = 3600
@@ -80,6 +83,8 @@ def process(message: dict[str, Any], store: Store | None = None) -> str:
 
 
 def expire_link(link_id: str, store: Store) -> str:
+    from grantlink import events, links
+
     link = store.get_link(link_id)
     if link is None or link.expiry_notified or not link.is_expired():
         return "skipped"
@@ -100,6 +105,8 @@ def expire_link(link_id: str, store: Store) -> str:
 
 
 def renew_credential(credential_id: str, store: Store) -> str:
+    from grantlink import oauth
+
     credential = store.get_credential(credential_id)
     due = credential.due_at() if credential else None
     if credential is None or due is None or due > clock.now():
@@ -116,6 +123,8 @@ def renew_credential(credential_id: str, store: Store) -> str:
 
 
 def _warn_expiring(credential: Credential, store: Store) -> str:
+    from grantlink import events
+
     after = replace(credential, expiry_warned=True, version=credential.version + 1)
     try:
         store.transact(*store.credential_write(credential, after))
@@ -134,6 +143,8 @@ def _warn_expiring(credential: Credential, store: Store) -> str:
 
 def _record_failure(credential_id: str, store: Store) -> str:
     """Count a transient failure and back off exponentially; give up after failures spanning the limit."""
+    from grantlink import events, oauth
+
     credential = store.get_credential(credential_id)
     if credential is None or credential.state != CredentialState.ACTIVE:
         return "skipped"

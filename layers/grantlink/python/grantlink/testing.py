@@ -23,16 +23,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import quote, urlsplit
 
-import requests
 from urllib3.exceptions import MaxRetryError, NameResolutionError, ReadTimeoutError
 
 from grantlink import clock, config, errors
 from grantlink.models import TestCategory
 from grantlink.observability import logger, trace_http
 from grantlink.providers import BasicAuth, BearerAuth, HeaderAuth, Provider
+
+if TYPE_CHECKING:
+    import requests  # imported where a partner is called: the functions that only import this module skip it
 
 CATEGORIES: tuple[str, ...] = get_args(TestCategory)
 DEFAULT_CONNECT_TIMEOUT = 3.0
@@ -256,6 +258,8 @@ def _public(address: str) -> bool:
 
 
 def _send(provider: Provider, call: _Call, limits: _Limits, session: requests.Session | None) -> _Outcome:
+    import requests
+
     own = session is None
     trace_http()
     client = session or requests.Session()
@@ -303,6 +307,8 @@ def _read_json(response: requests.Response, deadline: float) -> Any:
 
 
 def _failure(provider: Provider, exc: Exception, limits: _Limits) -> _Outcome:
+    import requests
+
     name = provider.name
     if isinstance(exc, requests.ConnectTimeout):
         return _Outcome("timeout", f"{name} did not accept a connection within {_seconds(limits.connect)}.")
