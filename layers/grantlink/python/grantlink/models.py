@@ -46,7 +46,9 @@ class LinkStatus(IntEnum):
 
 
 class ApiModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # defer_build: a model builds its validator and serializer when first used, so each function pays only for
+    # the API models it uses (every function imports this module; most use a few of its models).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 # --- API in -----------------------------------------------------------------------------------------------
