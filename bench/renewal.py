@@ -195,6 +195,6 @@ def _report(reads: dict[str, Any], throughput: dict[str, Any]) -> str:
         "## Renewal throughput against the local OAuth server\n\n"
         f"{throughput['count']} due OAuth credentials refreshed with the worker's concurrency ({WORKER_CONCURRENCY}): "
         f"{throughput['refreshed']} refreshed in {throughput['seconds']:.1f} s, "
-        f"{throughput['per_second']:.1f} refreshes/s (lease, re-read, token call, Encryption SDK seal, transaction, "
+        f"{throughput['per_second']:.1f} refreshes/s (lease, token call, Encryption SDK seal, transaction, "
         "event — with moto in process).\n"
     )
