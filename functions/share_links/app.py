@@ -42,11 +42,10 @@ def create_link(
     body: CreateLinkRequest,
     caller: Tenant,
     base: Base,
-    idempotency_key: Annotated[
+    key: Annotated[
         str | None, Header(alias="Idempotency-Key", pattern=idempotency.KEY_PATTERN, description=IDEMPOTENCY)
     ] = None,
 ) -> Response[ShareLinkEnvelope]:
-    key = idempotency_key
     if key is None:
         link, token = links.create_link(caller, body)
         return api.ok(link.to_out(token, base), 201)

@@ -63,7 +63,7 @@ def refusal_page(exc: errors.GrantlinkError) -> dict[str, Any]:
     response = _error_page(exc)
     return {
         "statusCode": response.status_code,
-        "headers": {"Content-Type": str(response.headers.pop("Content-Type")), **response.headers},
+        "headers": dict(response.headers),
         "body": response.body,
         "isBase64Encoded": False,
     }
