@@ -6,39 +6,35 @@ provider declares it, and sorts the answer into one of `CATEGORIES` with a short
 message never holds the secret or the provider's body; one log line per check holds no more than the slug,
 category, status and latency.
 
-Outbound calls are bounded: connect and read timeouts, a total deadline, at most `MAX_BODY_BYTES` of body,
-no redirects, https only, and no private, loopback, link-local, multicast, reserved or unspecified address
-unless `allow_private` (the local stack's demo partners live on http://127.0.0.1).
+The call goes through the outbound door (grantlink.outbound), which owns its rules: https only, no private,
+loopback, link-local, multicast, reserved or unspecified address unless `allow_private` (the local stack's demo
+partners live on http://127.0.0.1), no redirects, connect and read timeouts and a total deadline of their sum,
+the CA bundle. This module reads at most `MAX_BODY_BYTES` of body and turns each failure into a category.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import math
 import re
-import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, get_args
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from urllib3.exceptions import MaxRetryError, NameResolutionError, ReadTimeoutError
-
-from grantlink import clock, config, errors
+from grantlink import clock, errors
 from grantlink.models import TestCategory
-from grantlink.observability import logger, trace_http
+from grantlink.observability import logger
 from grantlink.providers import BasicAuth, BearerAuth, HeaderAuth, Provider
 
 if TYPE_CHECKING:
-    import requests  # imported where a partner is called: the functions that only import this module skip it
+    # Imported where a partner is called: the functions that only import this module skip requests.
+    from grantlink import outbound
 
 CATEGORIES: tuple[str, ...] = get_args(TestCategory)
-DEFAULT_CONNECT_TIMEOUT = 3.0
-DEFAULT_READ_TIMEOUT = 10.0
 MAX_BODY_BYTES = 256 * 1024
 MAX_ACCOUNT_NAME = 200
 USER_AGENT = "grantlink/0.1"
@@ -86,10 +82,12 @@ class _Outcome:
 
 
 @dataclass(frozen=True)
-class _Limits:
-    connect: float
-    read: float
-    allow_private: bool
+class _Options:
+    """The caller's overrides of the configured limits (None: as configured)."""
+
+    allow_private: bool | None
+    connect: float | None
+    read: float | None
 
 
 @dataclass(frozen=True)
@@ -101,10 +99,6 @@ class _Call:
     body: dict[str, Any] | None
 
 
-class _DeadlineExceeded(Exception):
-    """The provider kept sending past the total deadline."""
-
-
 def check_credential(
     provider: Provider,
     values: Mapping[str, str],
@@ -112,18 +106,17 @@ def check_credential(
     allow_private: bool | None = None,
     connect_timeout: float | None = None,
     read_timeout: float | None = None,
-    session: requests.Session | None = None,
+    session: Any = None,
 ) -> CheckResult:
     """Send the provider's test request with these credential values and categorise the answer.
 
     Raises `BadRequest` (code `invalid_field`) when a value is missing, does not match the pattern of a field
     used in the URL, or cannot be sent in a header; `GrantlinkError` when the catalogue entry is inconsistent.
-    Every other failure is a result, not an exception.
+    Every other failure is a result, not an exception. `session` stands in for the HTTP client in tests.
     """
-    limits = _limits(allow_private, connect_timeout, read_timeout)
     call = _build_call(provider, values)
     started = time.monotonic()
-    outcome = _guard(provider, call.url, limits) or _send(provider, call, limits, session)
+    outcome = _send(provider, call, _Options(allow_private, connect_timeout, read_timeout), session)
     result = CheckResult(
         ok=outcome.category == "ok",
         category=outcome.category,
@@ -143,16 +136,6 @@ def check_credential(
         },
     )
     return result
-
-
-def _limits(allow_private: bool | None, connect: float | None, read: float | None) -> _Limits:
-    # Read with getattr so the settings model can gain these fields without this module changing.
-    if allow_private is None or connect is None or read is None:
-        conf = config.settings()
-        allow_private = bool(getattr(conf, "allow_private_targets", False)) if allow_private is None else allow_private
-        connect = float(getattr(conf, "test_connect_timeout", DEFAULT_CONNECT_TIMEOUT)) if connect is None else connect
-        read = float(getattr(conf, "test_read_timeout", DEFAULT_READ_TIMEOUT)) if read is None else read
-    return _Limits(connect=connect, read=read, allow_private=allow_private)
 
 
 # --- building the request ---------------------------------------------------------------------------------
@@ -221,117 +204,51 @@ def _not_latin1(value: str) -> bool:
     return False
 
 
-# --- where it may go --------------------------------------------------------------------------------------
+# --- sending and reading: through the outbound door ------------------------------------------------------
 
 
-def _guard(provider: Provider, url: str, limits: _Limits) -> _Outcome | None:
-    """Why this URL may not be called (an outcome), or None when it may.
+def _send(provider: Provider, call: _Call, options: _Options, session: Any) -> _Outcome:
+    from grantlink import outbound
 
-    DNS rebinding gap: the host is resolved here and again by the HTTP client when it connects, so a hostile
-    DNS server could answer differently the second time. Hosts come only from the catalogue and patterned
-    subdomains of providers' own domains, which narrows this to a compromised provider zone; pinning the
-    connection to the checked address would close it and is left for later.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (limits.allow_private and parts.scheme == "http"):
-        return _Outcome("network_error", NOT_ALLOWED)
-    if limits.allow_private:
-        return None
+    limits = outbound.limits(allow_private=options.allow_private, connect=options.connect, read=options.read)
+    limits = replace(limits, max_body=MAX_BODY_BYTES)
     try:
-        found = socket.getaddrinfo(parts.hostname or "", parts.port or 443, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError, ValueError):
-        return _Outcome("network_error", f"Could not find the address of {provider.name}.")
-    if not found or not all(_public(str(info[4][0])) for info in found):
-        return _Outcome("network_error", NOT_ALLOWED)
-    return None
-
-
-def _public(address: str) -> bool:
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and (embedded := ip.ipv4_mapped or ip.sixtofour):
-        ip = embedded
-    special = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-    return ip.is_global and not (special or ip.is_reserved or ip.is_unspecified)
-
-
-# --- sending and reading ----------------------------------------------------------------------------------
-
-
-def _send(provider: Provider, call: _Call, limits: _Limits, session: requests.Session | None) -> _Outcome:
-    import requests
-
-    own = session is None
-    trace_http()
-    client = session or requests.Session()
-    if own:
-        client.trust_env = False  # no proxies or ~/.netrc credentials from the environment
-    deadline = time.monotonic() + limits.connect + limits.read
-    try:
-        with client.request(
-            call.method,
-            call.url,
-            headers=call.headers,
-            params=call.params,
-            json=call.body,
-            timeout=(limits.connect, limits.read),
-            allow_redirects=False,
-            stream=True,
-        ) as response:
-            document = _read_json(response, deadline) if _needs_body(provider) else _NOT_JSON
-            return _categorise(provider, response, document)
-    except (requests.RequestException, _DeadlineExceeded) as exc:
-        return _failure(provider, exc, limits)
-    finally:
-        if own:
-            client.close()
+        answer = outbound.send(
+            call.method, call.url, limits, headers=call.headers, params=call.params, json=call.body,
+            read_body=_needs_body(provider), session=session,
+        )  # fmt: skip
+    except outbound.OutboundError as exc:
+        return _failure(provider, exc.kind, limits)
+    return _categorise(provider, answer, _json(answer.body))
 
 
 def _needs_body(provider: Provider) -> bool:
     return provider.test.account_name is not None or provider.test.error_when is not None
 
 
-def _read_json(response: requests.Response, deadline: float) -> Any:
-    """The JSON body, or `_NOT_JSON` when it is not JSON or larger than `MAX_BODY_BYTES`."""
-    chunks, size = [], 0
-    for chunk in response.iter_content(16 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return _NOT_JSON
-        if time.monotonic() > deadline:
-            raise _DeadlineExceeded
-        chunks.append(chunk)
+def _json(body: bytes | None) -> Any:
+    """The JSON body, or `_NOT_JSON` when there is none, it is not JSON or it is larger than `MAX_BODY_BYTES`."""
+    if body is None:
+        return _NOT_JSON
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(body)
     except (ValueError, RecursionError):
         return _NOT_JSON
 
 
-def _failure(provider: Provider, exc: Exception, limits: _Limits) -> _Outcome:
-    import requests
-
+def _failure(provider: Provider, kind: str, limits: outbound.Limits) -> _Outcome:
     name = provider.name
-    if isinstance(exc, requests.ConnectTimeout):
-        return _Outcome("timeout", f"{name} did not accept a connection within {_seconds(limits.connect)}.")
-    if isinstance(exc, requests.Timeout) or _reason(exc, ReadTimeoutError):
-        return _Outcome("timeout", f"{name} did not answer within {_seconds(limits.read)}.")
-    if isinstance(exc, _DeadlineExceeded):
-        total = _seconds(limits.connect + limits.read)
-        return _Outcome("timeout", f"{name} did not finish answering within {total}.")
-    if isinstance(exc, requests.exceptions.SSLError):
-        return _Outcome("network_error", f"Could not open a secure connection to {name}.")
-    if _reason(exc, NameResolutionError):
-        return _Outcome("network_error", f"Could not find the address of {name}.")
-    if isinstance(exc, requests.exceptions.ContentDecodingError):
-        return _Outcome("unexpected_response", f"{name} sent an answer that could not be decoded.")
-    return _Outcome("network_error", f"Could not connect to {name}.")
-
-
-def _reason(exc: Exception, kind: type[Exception]) -> bool:
-    """True when requests wraps an urllib3 error of this kind (directly or in a MaxRetryError)."""
-    cause = exc.args[0] if exc.args else None
-    if isinstance(cause, MaxRetryError):
-        cause = cause.reason
-    return isinstance(cause, kind)
+    messages = {
+        "not_allowed": ("network_error", NOT_ALLOWED),
+        "no_address": ("network_error", f"Could not find the address of {name}."),
+        "connect_timeout": ("timeout", f"{name} did not accept a connection within {_seconds(limits.connect)}."),
+        "read_timeout": ("timeout", f"{name} did not answer within {_seconds(limits.read)}."),
+        "deadline": ("timeout", f"{name} did not finish answering within {_seconds(limits.deadline)}."),
+        "tls": ("network_error", f"Could not open a secure connection to {name}."),
+        "undecodable": ("unexpected_response", f"{name} sent an answer that could not be decoded."),
+    }
+    category, message = messages.get(kind, ("network_error", f"Could not connect to {name}."))
+    return _Outcome(category, message)
 
 
 def _seconds(value: float) -> str:
@@ -341,8 +258,8 @@ def _seconds(value: float) -> str:
 # --- categorising the answer ------------------------------------------------------------------------------
 
 
-def _categorise(provider: Provider, response: requests.Response, document: Any) -> _Outcome:
-    test, name, status = provider.test, provider.name, response.status_code
+def _categorise(provider: Provider, answer: outbound.Answer, document: Any) -> _Outcome:
+    test, name, status = provider.test, provider.name, answer.status
     if test.error_when and _equal(_dig(document, test.error_when.path), test.error_when.equals):
         return _reported_error(name, status, document)
     if status in test.expect_status:
@@ -353,7 +270,7 @@ def _categorise(provider: Provider, response: requests.Response, document: Any) 
         message = f"{name} accepted these credentials but they lack the permission the test needs (HTTP 403)."
         return _Outcome("insufficient_permissions", message, status)
     if status == 429:
-        return _Outcome("rate_limited", _rate_limit_message(name, response.headers.get("Retry-After")), status)
+        return _Outcome("rate_limited", _rate_limit_message(name, answer.headers.get("Retry-After")), status)
     if status >= 500:
         return _Outcome("provider_unavailable", f"{name} is unavailable right now (HTTP {status}).", status)
     if 300 <= status < 400:
