@@ -109,20 +109,34 @@ def test_sweep_schedule_retries_then_dead_letters() -> None:
     assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]}}
 
 
-def test_renewal_worker_has_reserved_concurrency_and_reports_batch_item_failures() -> None:
-    """R4 (and R2's shape): the worker has reserved concurrency and reports batch item failures, ten at a time."""
+def worker_concurrency(reserved: int) -> tuple[int | None, int]:
+    """(the worker's reserved concurrency, or None when unreserved; the SQS poller's maximum concurrency) when the
+    stack is deployed with WorkerReservedConcurrency=`reserved`."""
     function, feed = only_event("SQS")
-    worker = props(function)
+    resolver = template.Resolver(TPL, refs={"WorkerReservedConcurrency": reserved, "AWS::NoValue": None})
+    reserved_executions = resolver.resolve(props(function).get("ReservedConcurrentExecutions"))
+    return reserved_executions, resolver.resolve(feed["ScalingConfig"]["MaximumConcurrency"])
+
+
+def test_renewal_worker_concurrency_is_bounded_and_it_reports_batch_item_failures() -> None:
+    """R4 (and R2's shape): by default the worker reserves nothing (a reservation fails to deploy in an account at
+    the default quota of 10) yet the poller runs at most 5 at once; WorkerReservedConcurrency reserves; the worker
+    reports batch item failures, ten at a time."""
+    function, feed = only_event("SQS")
     assert (function, feed["Queue"]) == ("RenewalWorkerFunction", {"Fn::GetAtt": ["RenewalQueue", "Arn"]})
-    assert worker["ReservedConcurrentExecutions"] == 5
+    assert TPL["Parameters"]["WorkerReservedConcurrency"]["Default"] == 0
+    assert worker_concurrency(0) == (None, 5)
+    assert worker_concurrency(8) == (8, 8)
     assert feed["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert feed["BatchSize"] == 10
 
 
-def test_queue_poller_never_outruns_the_reserved_concurrency() -> None:
+@pytest.mark.parametrize("reserved", [0, 2, 5, 50])
+def test_queue_poller_never_outruns_the_reserved_concurrency(reserved: int) -> None:
     """R4: a throttled SQS poller returns messages to the queue, where the retries count towards the DLQ."""
-    function, feed = only_event("SQS")
-    assert feed["ScalingConfig"]["MaximumConcurrency"] <= props(function)["ReservedConcurrentExecutions"]
+    reserved_executions, poller = worker_concurrency(reserved)
+    assert reserved_executions is None or poller <= reserved_executions
+    assert 2 <= poller <= 1000  # what an SQS event source accepts
 
 
 def test_http_api_is_throttled() -> None:

@@ -66,6 +66,7 @@ from tests.unit.oauth_fakes import (
     finish,
     start_flow,
 )
+from tests.xray import recording_traces
 
 
 def _flows() -> list[dict[str, Any]]:
@@ -388,7 +389,8 @@ def test_o11_no_secret_reaches_any_log_even_at_debug(
     links, the connect page for API-key and basic partners, the credentials API, a connection test, an OAuth
     client, start, callback and refresh, the renewal sweep and worker, a reauthorization — and nothing written to
     stdout or stderr, nor any log record, holds the API key, a link token, a submitted api_key or password, the
-    OAuth client secret, the authorization code, state or code_verifier, or an access or refresh token."""
+    OAuth client secret, the authorization code, state or code_verifier, or an access or refresh token. Nor does
+    any X-Ray trace document (tests/xray.py: handler, AWS call and partner call subsegments, as deployed)."""
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
     caplog.set_level(logging.DEBUG)  # the root logger; restored afterwards
     caplog.set_level(logging.DEBUG, logger=observability.SERVICE)
@@ -398,7 +400,8 @@ def test_o11_no_secret_reaches_any_log_even_at_debug(
         if isinstance(handler, logging.StreamHandler):
             monkeypatch.setattr(handler, "stream", sys.stdout)
 
-    seen, _ = run_every_flow(provider_server, aws_env, delivered_events)
+    with recording_traces() as traces:  # X-Ray on, as deployed: every document it would send to the daemon
+        seen, _ = run_every_flow(provider_server, aws_env, delivered_events)
 
     written = capfd.readouterr()
     records = [(record.name, f"{record.getMessage()} {vars(record)!r}") for record in caplog.records]
@@ -410,6 +413,9 @@ def test_o11_no_secret_reaches_any_log_even_at_debug(
     leaks = seen.found_in(everything)
     sources = {leak: sorted({name for name, line in records if leak.split(": ", 1)[1] in line}) for leak in leaks}
     assert leaks == [], f"secrets in the logs (kind: value → loggers): {sources}"
+    traced = "\n".join(traces)  # handler, AWS call and partner call subsegments were all sent …
+    assert all(f'"{part}"' in traced for part in ("## lambda_handler", "aws", "remote")), traced[:500]
+    assert seen.found_in(traced) == [], "secrets in the X-Ray trace documents"  # … and hold no secret
 
 
 def test_printed_events_carry_no_link_token() -> None:

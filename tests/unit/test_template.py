@@ -124,12 +124,86 @@ def test_no_function_policy_grants_a_wildcard_action() -> None:
                 assert not any(a == "*" or a.endswith(":*") for a in actions), statement
 
 
-def test_layer_requirements_match_the_pinned_runtime_dependencies() -> None:
-    """SAM builds the layer from requirements.txt; pyproject.toml pins the same versions."""
+# Where the layer runs: Lambda's python3.12 on Linux (arm64), for evaluating dependency markers.
+LAMBDA_MARKERS = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.0",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "platform_machine": "aarch64",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
+
+
+def runtime_closure(pins: list[str]) -> dict[str, str]:
+    """Every distribution the pins need on Lambda (extras and markers followed), by canonical name, at the version
+    installed in this environment."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    todo = [(Requirement(pin), "") for pin in pins]
+    done: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        requirement, extra = todo.pop()
+        if requirement.marker and not requirement.marker.evaluate({**LAMBDA_MARKERS, "extra": extra}):
+            continue
+        if (key := (canonicalize_name(requirement.name), frozenset(requirement.extras))) in done:
+            continue
+        done.add(key)
+        distribution = metadata.distribution(requirement.name)
+        found[key[0]] = distribution.version
+        for needed in map(Requirement, distribution.requires or []):
+            todo += [(needed, e) for e in ("", *requirement.extras)]
+    return found
+
+
+def test_layer_requirements_pin_the_whole_runtime_closure_as_installed() -> None:
+    """SAM builds the layer from requirements.txt: it pins pyproject's runtime dependencies exactly as pyproject
+    does, and every distribution they need on python3.12/Linux at the version the tests ran against — nothing
+    else (no dev dependency), nothing left for pip to choose at build time."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     pinned = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     lines = (ROOT / "layers/grantlink/requirements.txt").read_text().splitlines()
-    assert sorted(line for line in lines if line and not line.startswith("#")) == sorted(pinned)
+    layer = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
     assert all(re.search(r"==\d", p) for p in pinned)
+    assert set(pinned) <= {str(r) for r in layer}  # the top-level pins, extras included, as pyproject has them
+    versions = {canonicalize_name(r.name): str(r.specifier) for r in layer}
+    assert len(versions) == len(layer)  # each once
+    assert versions == {name: f"=={version}" for name, version in runtime_closure(pinned).items()}
+
+
+def test_every_function_turns_off_tracer_response_and_error_capture() -> None:
+    """Powertools' capture_lambda_handler stores a handler's whole answer (a decrypted secret, a link token, the
+    connect page, an OAuth state) and its exceptions in X-Ray unless told not to: every function's environment
+    says "false" to both (and tests/unit/test_traces.py proves the decorators hold it outside the template)."""
+    resolver = template.Resolver(TPL, refs=dict.fromkeys(TPL["Parameters"], "") | dict.fromkeys(TPL["Resources"], "x"))
+    for spec in template.functions(TPL):
+        environment = {k: v for k, v in spec.environment.items() if k.startswith("POWERTOOLS_TRACER_")}
+        assert resolver.resolve(environment) == {
+            "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+            "POWERTOOLS_TRACER_CAPTURE_ERROR": "false",
+        }, spec.logical_id
+
+
+def test_no_url_hard_codes_the_aws_partition_domain() -> None:
+    """URLs and service names use ${AWS::URLSuffix}: amazonaws.com is wrong in the China partitions."""
+    text = (ROOT / "template.yaml").read_text()
+    assert "amazonaws.com" not in text.lower()
+    assert "${AWS::URLSuffix}" in text
+
+
+def test_renewal_queue_visibility_is_at_least_six_worker_timeouts() -> None:
+    """Lambda's advice for an SQS event source, computed from the worker's effective timeout (its own or Globals')."""
+    ((worker, _, feed),) = template.event_sources(TPL, "SQS")
+    queue = feed["Queue"]["Fn::GetAtt"][0]
+    assert props(queue)["VisibilityTimeout"] >= 6 * worker.timeout
 
 
 def test_every_queue_is_encrypted() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
@@ -59,14 +60,43 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 def trace_http() -> None:
-    """Trace partner HTTP calls (requests, and requests-oauthlib on top of it) in X-Ray, once per process."""
+    """Trace partner HTTP calls (requests, and requests-oauthlib on top of it) in X-Ray, once per process.
+
+    Not the X-Ray SDK's own requests patch: it stores a failed call's exception message in the trace, and requests
+    writes the whole URL into a connection error's message, query string included - where a partner that takes
+    its API key in the query (Pipedrive's `api_token`) has it. This one records the method, the URL without query
+    or fragment, the status, and for a failure only the exception's type."""
     global _http_traced
-    if not _http_traced:
-        tracer.patch(["requests"])  # a no-op when tracing is disabled
-        _http_traced = True
+    if not _http_traced and not tracer.disabled:
+        import wrapt
+
+        wrapt.wrap_function_wrapper("requests", "Session.request", _traced_request)
+    _http_traced = True
 
 
 _http_traced = False
+
+
+def _traced_request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    method, url = kwargs.get("method") or args[0], kwargs.get("url") or args[1]
+    xray: Any
+    parts, xray = urlsplit(str(url)), tracer.provider  # Any: Powertools' provider type has no begin_subsegment
+    subsegment = xray.begin_subsegment(parts.hostname or "partner", "remote")
+    if subsegment is None:  # no segment to hang it on (X-Ray's context-missing strategy decided)
+        return wrapped(*args, **kwargs)
+    subsegment.put_http_meta("method", str(method).upper())
+    host = parts.netloc.rpartition("@")[2]  # no user:password@
+    subsegment.put_http_meta("url", urlunsplit((parts.scheme, host, parts.path, "", "")))
+    try:
+        response = wrapped(*args, **kwargs)
+        subsegment.put_http_meta("status", response.status_code)
+        return response
+    except Exception as exc:
+        subsegment.add_fault_flag()
+        subsegment.put_metadata("error", type(exc).__name__, SERVICE)  # never str(exc): it holds the URL
+        raise
+    finally:
+        xray.end_subsegment()
 
 
 def pin_noisy_loggers() -> None:
