@@ -11,7 +11,7 @@ PORT ?= 3000
 CODE := layers/grantlink/python/grantlink functions infra tests bench
 
 
-.PHONY: help install system browser run test unit security integration fuzz lint openapi tenant redirects build deploy bench clean
+.PHONY: help install system browser run test unit security integration fuzz lint openapi tenant redirects key build deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,10 @@ tenant: install ## create a tenant: make tenant NAME=acme [SCOPES=links:write,..
 redirects: install ## replace a tenant's redirect allow-list: make redirects TENANT=tnt_… REDIRECTS=https://a,https://b
 	@test -n "$(TENANT)" || { echo "usage: make redirects TENANT=tnt_... REDIRECTS=https://app.example.com [STACK=...]"; exit 2; }
 	@$(BIN)/python -m infra.scripts.tenant --tenant-id "$(TENANT)" --redirects "$(REDIRECTS)" --stack "$(STACK)"
+
+key: install ## add an API key to a tenant: make key TENANT=tnt_… [SCOPES=links:write,...] [STACK=…]
+	@test -n "$(TENANT)" || { echo "usage: make key TENANT=tnt_... [SCOPES=...] [STACK=...]"; exit 2; }
+	@$(BIN)/python -m infra.scripts.tenant --tenant-id "$(TENANT)" --add-key --scopes "$(SCOPES)" --stack "$(STACK)"
 
 $(SAM_VENV)/bin/sam:
 	$(PYTHON) -m venv $(SAM_VENV)

@@ -77,13 +77,14 @@ def form(**changes: Any) -> str:
 
 
 def every_page() -> list[str]:
-    """One of every page the connect flow shows: forms (plain, with errors, OAuth), gone, success, message."""
+    """One of every page the connect flow shows: forms (plain, with errors, OAuth), gone, locked, success, message."""
     with_errors = [replace(API_KEY, error="Enter your API key"), replace(DOMAIN, value="acme", error="Too long")]
     return [
         form(),
         form(fields=with_errors, form_error="Pipedrive said no.", notice="You cancelled."),
         form(oauth=True, fields=[DOMAIN]),
         pages.gone_page(),
+        pages.locked_page(),
         pages.success_page(partner_name="Pipedrive", link_title="CRM for ACME", account_name="ACME Ltd"),
         pages.message_page(heading="Please try again", message="Something went wrong on our side."),
     ]

@@ -19,6 +19,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     caller = tenants.authenticate((event.get("headers") or {}).get("authorization"))
     if caller is None:
         logger.info("unknown api key")
-        return {"isAuthorized": True, "context": {"tenantId": "", "scopes": ""}}
-    logger.append_keys(tenant_id=caller.tenant_id)
-    return {"isAuthorized": True, "context": {"tenantId": caller.tenant_id, "scopes": " ".join(sorted(caller.scopes))}}
+        return {"isAuthorized": True, "context": {"tenantId": "", "scopes": "", "keyId": ""}}
+    logger.append_keys(tenant_id=caller.tenant_id, key_id=caller.key_id)
+    scopes = " ".join(sorted(caller.scopes))
+    # keyId is the key's public name (never the key, never its hash): the functions put it in the audit trail.
+    return {"isAuthorized": True, "context": {"tenantId": caller.tenant_id, "scopes": scopes, "keyId": caller.key_id}}

@@ -12,7 +12,9 @@ from grantlink.observability import logger, metrics, tracer
 app = web.build_page_resolver()
 
 
-@app.get("/connect", summary="The connect page for a link (never consumes it)", responses=web.page_responses(200, 410))
+@app.get(
+    "/connect", summary="The connect page for a link (never consumes it)", responses=web.page_responses(200, 410, 423)
+)
 def show() -> Response[str]:
     link_id = app.current_event.get_query_string_value("id", "") or ""
     token = app.current_event.get_query_string_value("token", "") or ""
@@ -22,7 +24,7 @@ def show() -> Response[str]:
 @app.post(
     "/connect",
     summary="Submit the connect form (consumes the link once)",
-    responses=web.page_responses(200, 303, 400, 410, 413, 503),
+    responses=web.page_responses(200, 303, 400, 410, 413, 423, 503),
 )
 def submit() -> Response[str]:
     link_id, token, fields = web.split_form(web.form_fields(app.current_event))
@@ -46,7 +48,7 @@ def done() -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # responses hold secrets and tokens
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return api.handle(app, event, context, refuse=web.refusal_page)

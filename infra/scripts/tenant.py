@@ -1,6 +1,6 @@
 """`make tenant NAME=acme [SCOPES=links:write,credentials:read] [REDIRECTS=https://app.example.com] [STACK=…]`:
 create a tenant and print its API key once. `make redirects TENANT=tnt_… REDIRECTS=…` replaces an existing
-tenant's redirect allow-list.
+tenant's redirect allow-list. `make key TENANT=tnt_… [SCOPES=…]` adds another API key to an existing tenant.
 
 Without STACK it talks to the running local stack (found through .local/stack.json, written by `make run`);
 with STACK it finds the table in that CloudFormation stack's outputs and uses the usual AWS credentials.
@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scopes", default="")
     parser.add_argument("--redirects", default="", help="allowed redirect origins, comma-separated")
     parser.add_argument("--tenant-id", default="", help="update this tenant's redirect allow-list instead")
+    parser.add_argument("--add-key", action="store_true", help="with --tenant-id: add an API key to that tenant")
     parser.add_argument("--stack", default="")
     parser.add_argument("--state-file", type=Path, default=STATE, help="the local stack's state (make run writes it)")
     args = parser.parse_args(argv)
@@ -58,6 +59,12 @@ def main(argv: list[str]) -> int:
 
     origins = tuple(o for o in args.redirects.replace(" ", ",").split(",") if o)
     try:
+        if args.tenant_id and args.add_key:
+            key_id, key = tenants.add_key(args.tenant_id, tenants.parse_scopes(args.scopes))
+            print(f"Key id:  {key_id}")
+            print(f"API key: {key}")
+            print("(shown once: only its SHA-256 is stored)", file=sys.stderr)
+            return 0
         if args.tenant_id:
             allowed = tenants.set_redirect_origins(args.tenant_id, origins)
             print(f"Tenant {args.tenant_id} may now redirect to: {', '.join(allowed) or '(nowhere)'}")

@@ -5,14 +5,20 @@ The page has no JavaScript; Playwright's JS evaluation is used only to measure a
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, Response, expect
 
 from tests.e2e.conftest import PageLog
-from tests.stack import http, url
+from tests.stack import ROOT, http, url
 
 LINKS = "/credentials/grant-access-sharing"
 DEMO_APIKEY, DEMO_BASIC = 9001, 9002
@@ -225,3 +231,79 @@ def test_the_console_and_csp_recorders_catch_a_violation(page: Page, page_log: P
     page.wait_for_function("window.__cspViolationCount > 0")  # the event fires after Chrome logs the violation
     assert any("style-src" in v for v in page_log.csp_violations), page_log
     assert any("Content Security Policy" in e for e in page_log.console_errors), page_log
+
+
+# --- after connecting, the browser lands on the tenant's page ---------------------------------------------------
+
+
+class _TenantPage(BaseHTTPRequestHandler):
+    """The tenant's own page: answers every GET with a small HTML page and records what was asked for."""
+
+    seen: list[str]
+
+    def do_GET(self) -> None:  # the name http.server calls
+        self.seen.append(self.path)
+        body = b"<!doctype html><html lang='en'><title>Tenant</title><h1>Back at the tenant</h1></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def tenant_site() -> Iterator[tuple[str, list[str]]]:
+    """A tenant's web site on 127.0.0.1 (a free port), stopped when the test ends: (its origin, paths asked for)."""
+    seen: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_TenantPage,), {"seen": seen}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def tenant_allowing(stack: dict[str, Any], origin: str) -> str:
+    """A new tenant whose redirect allow-list holds `origin`, made the way `make tenant … REDIRECTS=` does; its key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.scripts.tenant", "--name", "redirecting shop", "--redirects", origin,
+         "--state-file", stack["stateFile"]],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return next(line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if line.startswith("API key:"))
+
+
+def test_after_connecting_the_browser_lands_on_the_tenants_redirect_url(
+    stack: dict[str, Any], page: Page, page_log: PageLog, tenant_site: tuple[str, list[str]]
+) -> None:
+    """Given a link whose redirectUrl is a page of the tenant's (its origin on the tenant's allow-list),
+    when the customer connects through the form in Chromium,
+    then the POST's 303 is followed to the tenant's page (the page's CSP form-action lets it through) with
+    `status=1` and the new `credentialId` in its query, and no CSP violation or console error happened."""
+    origin, seen = tenant_site
+    key = tenant_allowing(stack, origin)
+    created = http.post(
+        url(stack, LINKS),
+        json={"partnerId": DEMO_APIKEY, "title": "Redirect test", "redirectUrl": f"{origin}/connected?from=grantlink"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert created.status_code == 201, created.text
+    link = created.json()["data"]
+    assert open_page(page, link["link"]).status == 200
+    page.get_by_label("API key").fill("demo-key-1234567890")
+
+    assert submit(page, "Connect Demo (API key)").status == 303
+    expect(page.get_by_role("heading", level=1)).to_have_text("Back at the tenant")
+    landed = urlsplit(page.url)
+    query = parse_qs(landed.query)
+    status = http.get(url(stack, f"{LINKS}/{link['id']}"), headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    assert (f"{landed.scheme}://{landed.netloc}", landed.path) == (origin, "/connected")
+    assert query == {"from": ["grantlink"], "status": ["1"], "credentialId": [status["credentialId"]]}
+    assert status["status"] == 1 and [p for p in seen if p.startswith("/connected")] == [f"/connected?{landed.query}"]
+    assert_clean(page_log)

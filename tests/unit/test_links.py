@@ -166,3 +166,90 @@ def test_concurrent_changes_do_not_overwrite_each_other(aws_env: Any) -> None:
     with pytest.raises(errors.Conflict):
         links._write(default(), stale, fresh_state, None)
     assert links.get_link(A, link.id).status == LinkStatus.REVOKED
+
+
+# --- totals count what the list returns, also after links are cleaned up -----------------------------------------
+
+
+def _listed(status: LinkStatus | None = None) -> tuple[list[str], int]:
+    """(the ids of every link listed, the totalItemsCount the list reports) for tenant A."""
+    page, meta = links.list_links(A, status, 100, None)
+    return [link.id for link in page], meta.totalItemsCount
+
+
+def test_after_clean_up_the_list_and_its_totals_agree(aws_env: Any, clock: FrozenClock) -> None:
+    """Given a link left to expire, a revoked link and a granted link,
+    when their clean-up time (expiry + GRANTLINK_LINK_RETENTION_DAYS) passes and the jobs run,
+    then the unused links are gone from the list and from every total, the granted link stays, and a link
+    made meanwhile is listed and counted — whatever DynamoDB's TTL has or has not deleted yet."""
+    from grantlink import connect
+    from tests.helpers import SECRET, run_jobs
+
+    create()  # left to expire
+    revoked, _ = create()
+    links.revoke_link(A, revoked.id)
+    granted, token = create()
+    connect.submit(granted.id, token, {"apiKey": SECRET})
+    clock.advance(hours=49)
+    run_jobs(aws_env)  # share.expired for the link left waiting
+    clock.advance(days=30)
+    fresh, _ = create()
+    run_jobs(aws_env)
+    assert _listed() == ([fresh.id, granted.id], 2)
+    assert _listed(LinkStatus.WAITING) == ([fresh.id], 1)
+    assert _listed(LinkStatus.GRANTED) == ([granted.id], 1)
+    assert _listed(LinkStatus.REVOKED) == ([], 0)
+    assert links.get_link(A, granted.id).credential_id
+
+
+def test_nothing_is_cleaned_up_before_its_time(aws_env: Any, clock: FrozenClock) -> None:
+    """Given an expired and a revoked link, when the jobs run a minute before their clean-up time, then both are
+    still listed and counted (as expired and revoked)."""
+    from tests.helpers import run_jobs
+
+    expired, _ = create()
+    clock.advance(seconds=1)  # listed newest first
+    revoked, _ = create()
+    links.revoke_link(A, revoked.id)
+    clock.advance(hours=48)
+    run_jobs(aws_env)
+    clock.advance(days=30, minutes=-1, seconds=-2)
+    run_jobs(aws_env)
+    assert _listed() == ([revoked.id, expired.id], 2)
+    assert links.get_link(A, expired.id).is_expired() and _listed(LinkStatus.REVOKED) == ([revoked.id], 1)
+
+
+def test_dynamodb_ttl_is_only_a_backstop_after_the_application_s_own_clean_up(
+    aws_env: Any, clock: FrozenClock, table_items: Any
+) -> None:
+    """Given a new link, then it is due for clean-up at expiry + retention, and DynamoDB's TTL is a week later,
+    so TTL (which deletes without touching the counters) only acts if the jobs have not run for a week."""
+    link, _ = create()
+    links.revoke_link(A, link.id)
+    item = next(i for i in table_items() if i["pk"]["S"] == f"SHARE#{link.id}")
+    cleanup = link.expires_at + links.timedelta(days=30)
+    assert item["cleanupAt"]["S"] == item["dueAt"]["S"] == links.clock.iso(cleanup)
+    assert int(item["ttl"]["N"]) == int((cleanup + links.timedelta(days=7)).timestamp())
+
+
+def test_a_link_regenerated_after_its_clean_up_was_queued_is_not_deleted(aws_env: Any, clock: FrozenClock) -> None:
+    """Given an expired link whose clean-up message was queued (and read by a worker), when the tenant regenerates
+    it before the delete, then nothing is deleted (the delete is conditional on the version the worker read) and the
+    link is listed and counted as waiting."""
+    from grantlink import renewal
+    from grantlink.store import ConditionFailed, default
+    from tests.helpers import queued, run_jobs, work
+
+    link, _ = create()
+    clock.advance(hours=48)
+    run_jobs(aws_env)
+    clock.advance(days=30)
+    renewal.sweep()
+    messages = queued(aws_env)
+    stale = default().get_link(link.id)
+    links.regenerate_link(A, link.id)
+    assert stale is not None
+    with pytest.raises(ConditionFailed):
+        default().delete_link(stale)
+    assert work(messages) == {"batchItemFailures": []}
+    assert _listed(LinkStatus.WAITING) == ([link.id], 1) and _listed() == ([link.id], 1)

@@ -236,6 +236,20 @@ def test_message_page_shows_heading_and_message() -> None:
     assert page.body_text() == "Please try again Something went wrong."
 
 
+def test_locked_page_says_the_link_is_locked_and_who_can_help() -> None:
+    """Given a link locked by failed tests, then its page says so, that nothing was saved, and to ask the sender for a
+    new link; it takes no argument, so it can name nothing about the link or any other."""
+    import inspect
+
+    page = Page(pages.locked_page())
+    assert inspect.signature(pages.locked_page).parameters == {}
+    assert page.title() == "This link is locked"
+    assert page.body_text() == (
+        "This link is locked Too many attempts to connect with this link failed, so it no longer accepts any. "
+        "Nothing was saved. Ask whoever sent you this link for a new one."
+    )
+
+
 def test_csp_allows_exactly_the_stylesheet_and_no_script() -> None:
     """Given the headers, then the CSP allows only the stylesheet, by its SHA-256, no inline or script
     source, no framing, no base URL, and forms only to this origin."""

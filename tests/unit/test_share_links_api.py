@@ -19,7 +19,8 @@ def test_create_answers_201_in_the_albato_envelope(aws_env: Any) -> None:
     assert status == 201 and body["success"] is True
     data = body["data"]
     assert set(data) == {
-        "id", "partnerId", "token", "status", "credentialId", "title", "dateCreated", "expiresAt", "expired", "link"
+        "id", "partnerId", "token", "status", "credentialId", "title", "dateCreated", "expiresAt", "expired", "link",
+        "failedTests", "locked",
     }  # fmt: skip
     assert (data["status"], data["partnerId"], data["credentialId"], data["expired"]) == (0, 9001, None, False)
     assert data["link"] == f"{CONNECT}/connect?id={data['id']}&token={data['token']}"
@@ -121,3 +122,22 @@ def test_the_longest_and_oddest_valid_idempotency_key_is_accepted(aws_env: Any) 
     key = "~!" + "x" * 252 + "}"
     assert len(key) == 255
     assert create(headers={"Idempotency-Key": key})[0] == 201
+
+
+def test_get_shows_failed_tests_and_locked_and_put_unlocks(aws_env: Any) -> None:
+    """Given a link whose token failed ten connection tests on the connect page,
+    when the tenant GETs it, then it shows `failedTests: 10` and `locked: true`;
+    when the tenant PUTs it, then the new token starts at `failedTests: 0`, `locked: false`."""
+    from grantlink import connect, errors
+
+    _, created, _ = create()
+    link_id, token = created["data"]["id"], created["data"]["token"]
+    for _ in range(10):
+        with pytest.raises((connect.InvalidForm, errors.LinkLocked)):
+            connect.submit(link_id, token, {"apiKey": "bad-key-0000"})
+    _, shown, _ = invoke(FN, event("get_link", tenant="tnt_a", path_id=link_id))
+    assert (shown["data"]["failedTests"], shown["data"]["locked"], shown["data"]["status"]) == (10, True, 0)
+    _, listed, _ = invoke(FN, event("list_links", tenant="tnt_a"))
+    assert listed["data"][0]["locked"] is True
+    status, regenerated, _ = invoke(FN, event("regenerate_link", tenant="tnt_a", path_id=link_id))
+    assert status == 200 and (regenerated["data"]["failedTests"], regenerated["data"]["locked"]) == (0, False)

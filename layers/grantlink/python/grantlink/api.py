@@ -108,7 +108,8 @@ def redirect_uri_for_api(api_id: str) -> str:
 def current_caller(request: Request) -> Caller:
     """A `Depends()` provider: the caller that `handle()` already authenticated."""
     context = _event(request).request_context.authorizer.get_lambda or {}
-    return Caller(tenant_id=context["tenantId"], scopes=frozenset(str(context.get("scopes", "")).split()))
+    scopes = frozenset(str(context.get("scopes", "")).split())
+    return Caller(tenant_id=context["tenantId"], scopes=scopes, key_id=str(context.get("keyId", "")))
 
 
 class JsonBodyValidation(OpenAPIRequestValidationMiddleware):

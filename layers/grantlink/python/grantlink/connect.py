@@ -68,6 +68,8 @@ def open_link(link_id: str, token: str, store: Store | None = None) -> OpenedLin
     provider = providers.find(link.partner_id) if usable and link else None
     if not usable or link is None or provider is None:
         raise errors.Gone()
+    if link.is_locked():
+        raise errors.LinkLocked()  # only with this link's own token: says nothing about any other link
     return OpenedLink(link, provider)
 
 
@@ -95,15 +97,37 @@ def validate_fields(provider: Provider, form: dict[str, str]) -> dict[str, str]:
     return values
 
 
-def _test_before_accepting(provider: Provider, values: dict[str, str]) -> dict[str, Any]:
-    """Run the partner's test with what the customer typed; a failure is shown on the form (link untouched)."""
+def _test_before_accepting(opened: OpenedLink, token: str, values: dict[str, str], store: Store) -> dict[str, Any]:
+    """Run the partner's test with what the customer typed. A failure is counted on the link and shown on the
+    form; the failure that reaches `GRANTLINK_LINK_MAX_FAILED_TESTS` locks the link (`errors.LinkLocked`)."""
     from grantlink import testing
 
+    provider = opened.provider
     result = testing.check_credential(provider, values)
     if not result.ok:
+        left = _count_failure(opened.link, token, store)
         kept = {k: v for k, v in values.items() if (spec := provider.field(k)) is not None and not spec.secret}
-        raise InvalidForm({}, values=kept, form_error=result.message)
+        warning = f" You can try {left} more time{'s' if left > 1 else ''} with this link." if left <= 3 else ""
+        raise InvalidForm({}, values=kept, form_error=result.message + warning)
     return result.to_api()
+
+
+def _count_failure(link: ShareLink, token: str, store: Store) -> int:
+    """Count one failed test on the link; returns the attempts left, or raises LinkLocked (or Gone) when none are."""
+    from grantlink.config import settings
+    from grantlink.links import hash_token
+
+    cap = settings().link_max_failed_tests
+    try:
+        failed = store.count_failed_test(link.id, hash_token(token), cap)
+    except ConditionFailed as exc:
+        current = store.get_link(link.id)
+        if current is not None and token_matches(token, current.token_hash) and current.is_locked():
+            raise errors.LinkLocked() from exc  # concurrent submits used the last tries
+        raise errors.Gone() from exc  # consumed, regenerated or revoked meanwhile
+    if failed >= cap:
+        raise errors.LinkLocked()
+    return cap - failed
 
 
 def hint_for(provider: Provider, values: dict[str, str]) -> str | None:
@@ -112,9 +136,14 @@ def hint_for(provider: Provider, values: dict[str, str]) -> str | None:
     return f"…{secret[-4:]}" if len(secret) >= 12 else None
 
 
-def seal(tenant_id: str, credential_id: str, auth_type: str, values: dict[str, Any]) -> bytes:
-    """Encrypt a credential's values under its own encryption context."""
+def seal(
+    tenant_id: str, credential_id: str, auth_type: str, values: dict[str, Any], sealer: crypto.Sealer | None = None
+) -> bytes:
+    """Encrypt a credential's values under its own encryption context (with `sealer`'s data key fetched
+    earlier, when given: see `crypto.Crypto.prepare`)."""
     plaintext = json.dumps({"v": 1, "authType": auth_type, "fields": values}, separators=(",", ":")).encode()
+    if sealer is not None:
+        return sealer.seal(plaintext)
     return crypto.default().encrypt(plaintext, crypto.context_for(tenant_id, credential_id, PURPOSE))
 
 
@@ -127,7 +156,7 @@ def submit(link_id: str, token: str, form: dict[str, str], store: Store | None =
         raise errors.BadRequest("This partner connects through OAuth.", code="oauth_partner")
     try:
         values = validate_fields(provider, form)
-        first_test = _test_before_accepting(provider, values)
+        first_test = _test_before_accepting(opened, token, values, store)
     except InvalidForm as problem:
         problem.opened = opened
         raise

@@ -54,6 +54,16 @@ class Gone(GrantlinkError):
     status, code, default_message = 410, "link_unavailable", "This link is no longer valid."
 
 
+class LinkLocked(GrantlinkError):
+    """A link whose token failed too many connection tests: it refuses submits until the tenant regenerates it."""
+
+    status, code = 423, "link_locked"
+    default_message = (
+        "Too many attempts to connect with this link failed, so it no longer accepts any. "
+        "Ask whoever sent you this link for a new one."
+    )
+
+
 class PayloadTooLarge(GrantlinkError):
     status, code, default_message = 413, "payload_too_large", "The request body is too large."
 

@@ -50,7 +50,10 @@ def _lifetime(requested_hours: int | None) -> timedelta:
 
 
 def cleanup_ttl(link: ShareLink) -> int:
-    """When DynamoDB may delete the link: its expiry plus the retention period (TTL only cleans up)."""
+    """When grantlink deletes a link that was never used (waiting, expired or revoked): its expiry plus the
+    retention period. The renewal worker deletes it then and drops it from the tenant's counters in the same
+    transaction, so the list and its totals always agree; DynamoDB's TTL (set a week later) is only a backstop.
+    A granted link is kept: it records where its credential came from."""
     return int((link.expires_at + timedelta(days=settings().link_retention_days)).timestamp())
 
 
@@ -66,11 +69,11 @@ def issue_link(
     options: LinkOptions,
     store: Store | None = None,
     bound_credential_id: str | None = None,
-    also: Callable[[ShareLink], dict[str, Any]] | None = None,
+    also: Callable[[ShareLink], dict[str, Any] | list[dict[str, Any]]] | None = None,
 ) -> tuple[ShareLink, str]:
     """A new waiting link. A reauthorize link is bound to an existing credential (`bound_credential_id`):
     completing it replaces that credential's secret and keeps its id. `also` builds one more write from the
-    new link (an audit entry) to go in the link's own transaction."""
+    new link (an audit entry), or several, to go in the link's own transaction."""
     store = store or default_store()
     provider = providers.find(partner_id)
     if provider is None:
@@ -96,7 +99,8 @@ def issue_link(
         credential_id=bound_credential_id,
         redirect_url=redirect,
     )
-    store.put_new_link(link, cleanup_ttl(link), *([also(link)] if also else []))
+    more = also(link) if also else []
+    store.put_new_link(link, cleanup_ttl(link), *(more if isinstance(more, list) else [more]))
     return link, token
 
 
@@ -137,6 +141,7 @@ def regenerate_link(caller: Caller, link_id: str, store: Store | None = None) ->
         credential_id=before.bound_credential_id,
         expiry_notified=False,
         last_error=None,
+        failed_tests=0,  # a new token starts with a clean slate (this is how a locked link is unlocked)
         version=before.version + 1,
     )
     _write(store, before, after, cleanup_ttl(after))

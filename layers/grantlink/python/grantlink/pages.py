@@ -74,6 +74,7 @@ button {
 STYLE_HASH = base64.b64encode(hashlib.sha256(STYLESHEET.encode("utf-8")).digest()).decode("ascii")
 _ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _GONE_HEADING = "This link is no longer valid"
+_LOCKED_HEADING = "This link is locked"
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,16 @@ def gone_page() -> str:
     )
 
 
+def locked_page() -> str:
+    """The page for a link whose token failed too many connection tests: only its sender can issue a new one."""
+    return _document(
+        _LOCKED_HEADING,
+        f"<h1>{_LOCKED_HEADING}</h1>\n"
+        "<p>Too many attempts to connect with this link failed, so it no longer accepts any.</p>\n"
+        "<p>Nothing was saved. Ask whoever sent you this link for a new one.</p>\n",
+    )
+
+
 def success_page(*, partner_name: str, link_title: str = "", account_name: str | None = None) -> str:
     """The page shown once the credential is stored (the link title is left out when not known)."""
     account = f" as <strong>{_e(account_name)}</strong>" if account_name else ""
@@ -213,11 +224,16 @@ def message_page(*, heading: str, message: str) -> str:
     return _document(heading, f"<h1>{_e(heading)}</h1>\n<p>{_e(message)}</p>\n")
 
 
+def is_origin(text: str) -> bool:
+    """Whether `text` is a `scheme://host[:port]` that `security_headers` accepts as a form-action origin."""
+    return _ORIGIN.fullmatch(text) is not None
+
+
 def security_headers(*, form_action_origins: tuple[str, ...] = ()) -> dict[str, str]:
     """Headers for every page. `form_action_origins` (scheme://host[:port]) are where a form may end up,
     e.g. the provider's authorization server that /connect/oauth/start redirects to."""
     for origin in form_action_origins:
-        if not _ORIGIN.fullmatch(origin):
+        if not is_origin(origin):
             raise ValueError(f"not an origin: {origin!r}")
     form_action = " ".join(("'self'", *form_action_origins))
     csp = (

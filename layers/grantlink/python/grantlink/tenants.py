@@ -1,7 +1,8 @@
 """Tenants and their API keys.
 
 A key is `glk_` + 32 random bytes (URL-safe base64). Only its SHA-256 is stored, under `APIKEY#<hash>`, with
-the tenant id and scopes; the raw key is shown once, when it is created.
+the tenant id, scopes and a short public key id (`key_` + 12 random hex digits) that names the key in the audit
+trail; the raw key is shown once, when it is created. A tenant may hold several keys (`add_key`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from grantlink.store import ConditionFailed, Store
 from grantlink.store import default as default_store
 
 KEY_PREFIX = "glk_"
+KEY_ID_PREFIX = "key_"
 KEY_SHAPE = re.compile(r"^glk_[A-Za-z0-9_\-]{43}$")
 SCOPES = ("links:write", "credentials:read", "credentials:write", "credentials:secret")
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,63}$")
@@ -24,6 +26,17 @@ TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,63}$")
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key_id() -> str:
+    """A key's public name: random, so it says nothing about the key itself."""
+    return KEY_ID_PREFIX + secrets.token_hex(6)
+
+
+def key_id_of(item: dict, key_hash: str) -> str:
+    """The key id stored with the key; for keys made before key ids existed, a prefix of the key's hash (48 of
+    its 256 bits: it names the key without helping anyone find it)."""
+    return str(item.get("keyId") or KEY_ID_PREFIX + key_hash[:12])
 
 
 def parse_scopes(text: str) -> tuple[str, ...]:
@@ -43,14 +56,37 @@ def create_tenant(
         raise errors.BadRequest("A tenant name is 1–64 letters, digits, spaces, dots, dashes or underscores.")
     origins = [normalize_origin(o) for o in redirect_origins]
     tenant_id = "tnt_" + secrets.token_hex(8)
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    created = clock.iso(clock.now())
+    key, item = _new_key(tenant_id, scopes, f"{name} key")
     (store or default_store()).put_tenant_with_key(
-        {"tenantId": tenant_id, "name": name, "createdAt": created, "type": "tenant", "redirectOrigins": origins},
+        {
+            "tenantId": tenant_id,
+            "name": name,
+            "createdAt": item["createdAt"],
+            "type": "tenant",
+            "redirectOrigins": origins,
+        },
         hash_key(key),
-        {"tenantId": tenant_id, "scopes": list(scopes), "name": f"{name} key", "createdAt": created, "type": "apikey"},
+        item,
     )
     return tenant_id, key
+
+
+def add_key(tenant_id: str, scopes: tuple[str, ...] = SCOPES, store: Store | None = None) -> tuple[str, str]:
+    """Another API key for an existing tenant (say, one per backend service, or to rotate keys); returns (key id,
+    raw key). The key is not stored; the audit trail names its key id."""
+    key, item = _new_key(tenant_id, scopes, "")
+    try:
+        (store or default_store()).put_api_key(tenant_id, hash_key(key), item)
+    except ConditionFailed as exc:
+        raise errors.NotFound(f"No tenant {tenant_id}.") from exc
+    return item["keyId"], key
+
+
+def _new_key(tenant_id: str, scopes: tuple[str, ...], name: str) -> tuple[str, dict]:
+    key_id = new_key_id()
+    item = {"tenantId": tenant_id, "keyId": key_id, "scopes": list(scopes), "name": name or key_id,
+            "createdAt": clock.iso(clock.now()), "type": "apikey"}  # fmt: skip
+    return KEY_PREFIX + secrets.token_urlsafe(32), item
 
 
 def authenticate(authorization: str | None, store: Store | None = None) -> Caller | None:
@@ -59,10 +95,13 @@ def authenticate(authorization: str | None, store: Store | None = None) -> Calle
     key = key.strip()
     if scheme.lower() != "bearer" or not KEY_SHAPE.match(key):
         return None
-    item = (store or default_store()).get_api_key(hash_key(key))
+    key_hash = hash_key(key)
+    item = (store or default_store()).get_api_key(key_hash)
     if not item:
         return None
-    return Caller(tenant_id=item["tenantId"], scopes=frozenset(item.get("scopes", [])), key_id=hash_key(key)[:12])
+    return Caller(
+        tenant_id=item["tenantId"], scopes=frozenset(item.get("scopes", [])), key_id=key_id_of(item, key_hash)
+    )
 
 
 def normalize_origin(url: str) -> str:

@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from grantlink import api, errors, pages
+from grantlink import api, errors, pages, tenants
 from grantlink.connect import InvalidForm, OpenedLink
 from grantlink.observability import logger
 
@@ -28,6 +28,7 @@ PAGE_DESCRIPTIONS = {
     400: "The form again, with each problem next to its field; the link is untouched.",
     410: "One and the same page for unknown, used, revoked and expired links.",
     413: "The form is larger than the limit.",
+    423: "The link failed too many connection tests; it accepts no more until the tenant regenerates it.",
     503: "A dependency is unavailable; nothing was changed; try again.",
 }
 
@@ -53,6 +54,7 @@ def redirect(location: str) -> Response:
 def build_page_resolver() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver()
     app.exception_handler(errors.Gone)(lambda _: page(410, pages.gone_page()))
+    app.exception_handler(errors.LinkLocked)(lambda _: page(423, pages.locked_page()))
     app.exception_handler(errors.GrantlinkError)(_error_page)
     app.exception_handler(Exception)(_unexpected)
     return app
@@ -113,16 +115,22 @@ def done_url(app: APIGatewayHttpResolver, partner_id: int) -> str:
 
 
 def form_action_origins(opened: OpenedLink) -> tuple[str, ...]:
-    """The partner's authorization server: the OAuth form's POST ends in a redirect there, which Chrome
-    checks against the page's form-action (the authorize URL may carry a per-customer host: then *.domain)."""
+    """Where the form's POST may end up, which Chrome checks against the page's form-action, redirects included:
+    the partner's authorization server (the authorize URL may carry a per-customer host: then *.domain), and the
+    origin of the tenant's allow-listed `redirectUrl`, where the 303 after an API-key or Basic connect goes."""
+    origins = []
     oauth = opened.provider.oauth
-    if oauth is None:
-        return ()
-    parts = urlsplit(oauth.authorize_url)
-    host = parts.netloc
-    if "{" in host:
-        host = "*." + host.split("}", 1)[1].lstrip(".")
-    return (f"{parts.scheme}://{host}",)
+    if oauth is not None:
+        parts = urlsplit(oauth.authorize_url)
+        host = parts.netloc
+        if "{" in host:
+            host = "*." + host.split("}", 1)[1].lstrip(".")
+        origins.append(f"{parts.scheme}://{host}")
+    if opened.link.redirect_url:
+        origin = tenants.normalize_origin(opened.link.redirect_url)  # allow-listed at creation: a plain origin
+        if pages.is_origin(origin):
+            origins.append(origin)
+    return tuple(dict.fromkeys(origins))
 
 
 def show_form(opened: OpenedLink, token: str, problem: InvalidForm | None = None, status: int = 200) -> Response:
