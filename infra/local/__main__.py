@@ -29,7 +29,7 @@ def main() -> int:
     print(f"grantlink local stack is up\n  API URL:      {stack.api_url}", flush=True)
     print(f"  API key:      {stack.api_key}", flush=True)
     print(f"  AWS endpoint: {stack.aws_endpoint}", flush=True)
-    print(f"  OAuth server: http://127.0.0.1:{stack.oauth_port} (demo-oauth, partner 9003)", flush=True)
+    print(f"  OAuth server: {stack.oauth_url} (demo-oauth, partner 9003)", flush=True)
     every = f"every {stack.jobs.interval:g} s" if stack.jobs.interval > 0 else "timer off"
     print(f"  Renewals:     {every}; POST {stack.api_url}/_local/sweep runs them now", flush=True)
     print(f"  OpenAPI:      {stack.api_url}/docs\n  (Ctrl-C stops it)", flush=True)

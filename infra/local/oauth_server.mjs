@@ -4,9 +4,16 @@
 // Two additions make it behave like a careful real provider:
 //   - the authorization response carries `iss` (RFC 9207), so the client's mix-up defence is exercised;
 //   - --token-ttl sets `expires_in`, so renewal can be watched within minutes.
+// Options for testing against a strict provider (both off by default):
+//   - --strict: refresh tokens rotate on every use, a replayed one revokes the whole grant, unknown ones and
+//     unissued codes answer invalid_grant, access tokens expire after --token-ttl (strict_provider.mjs);
+//   - --cert <pem> --key <pem>: serve https with that certificate (e.g. one signed by a private CA).
 // It prints one JSON line {"issuer": "..."} when it is listening, then one line per token request
-// {"event": "token", "grantType": "...", "status": 200} (never a token), and stops on SIGTERM or SIGINT.
+// {"event": "token", "grantType": "...", "status": 200} (never a token; in strict mode also the outcome, the
+// grant, its generation and revocation, and the issued access token's id), and stops on SIGTERM or SIGINT.
 import { OAuth2Server } from "oauth2-mock-server";
+
+import { installStrictProvider } from "./strict_provider.mjs";
 
 function option(name, fallback) {
   const at = process.argv.indexOf(name);
@@ -15,10 +22,14 @@ function option(name, fallback) {
 
 const port = Number(option("--port", "0"));
 const tokenTtl = Number(option("--token-ttl", "3600"));
-const server = new OAuth2Server();
+const cert = option("--cert", undefined);
+const key = option("--key", undefined);
+const server = new OAuth2Server(key, cert);
 await server.issuer.keys.generate("RS256");
 await server.start(port, "127.0.0.1");
-server.issuer.url = `http://127.0.0.1:${server.address().port}`;
+server.issuer.url = `${cert ? "https" : "http"}://127.0.0.1:${server.address().port}`;
+// Registered first, so the listeners below see its verdict.
+const strict = process.argv.includes("--strict") ? installStrictProvider(server.service, { tokenTtl }) : undefined;
 
 server.service.on("beforeAuthorizeRedirect", (redirect) => {
   redirect.url.searchParams.set("iss", server.issuer.url);
@@ -27,7 +38,8 @@ server.service.on("beforeResponse", (response, req) => {
   if (response.statusCode === 200 && response.body.access_token) {
     response.body.expires_in = tokenTtl;
   }
-  console.log(JSON.stringify({ event: "token", grantType: req.body.grant_type, status: response.statusCode }));
+  const report = { event: "token", grantType: req.body.grant_type, status: response.statusCode };
+  console.log(JSON.stringify({ ...report, ...strict?.report(req) }));
 });
 
 const stop = async () => {

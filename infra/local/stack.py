@@ -53,6 +53,10 @@ class LocalStack:
     api_key: str = ""
     tenant_id: str = ""
     token_requests: dict[str, int] = field(default_factory=dict)
+    # Strict mode only (GRANTLINK_DEMO_OAUTH_STRICT): token requests by outcome, and each grant's last state.
+    token_outcomes: dict[str, int] = field(default_factory=dict)
+    grants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _stats_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -92,6 +96,11 @@ class LocalStack:
         return f"{self.api_url}/oauth/callback"
 
     @property
+    def oauth_url(self) -> str:
+        scheme = "https" if os.environ.get("GRANTLINK_DEMO_OAUTH_TLS_CERT") else "http"
+        return f"{scheme}://{LOCAL}:{self.oauth_port}"
+
+    @property
     def aws_endpoint(self) -> str:
         return f"http://{LOCAL}:{self.aws_port}"
 
@@ -106,7 +115,7 @@ class LocalStack:
             "GRANTLINK_API_URL": self.api_url,
             "GRANTLINK_LOCAL_DEMO": "true",
             "GRANTLINK_DEMO_BASE_URL": self.api_url,
-            "GRANTLINK_DEMO_OAUTH_URL": f"http://{LOCAL}:{self.oauth_port}",
+            "GRANTLINK_DEMO_OAUTH_URL": self.oauth_url,
             "GRANTLINK_ALLOW_PRIVATE_TARGETS": "true",  # the demo partners live on 127.0.0.1
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -137,7 +146,9 @@ class LocalStack:
         return _json_reply(200, counts)
 
     def _oauth_stats(self, _: Request) -> Reply:
-        body = json.dumps({"tokenRequests": self.token_requests}).encode()
+        with self._stats_lock:
+            stats = {"tokenRequests": self.token_requests, "outcomes": self.token_outcomes, "grants": self.grants}
+            body = json.dumps(stats).encode()
         return Reply(200, {"content-type": "application/json"}, [], body)
 
     def _start_oauth_server(self) -> None:
@@ -150,7 +161,7 @@ class LocalStack:
         if node is None:
             raise RuntimeError("Node.js is missing: the demo OAuth server needs it")
         self._oauth = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
-            [node, str(script), "--port", str(self.oauth_port), "--token-ttl", ttl],
+            [node, str(script), "--port", str(self.oauth_port), "--token-ttl", ttl, *_strict_options()],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -165,11 +176,24 @@ class LocalStack:
         assert self._oauth.stdout is not None
         for line in self._oauth.stdout:
             try:
-                grant = json.loads(line).get("grantType", "unknown")
+                report = json.loads(line)
             except ValueError:
                 continue
-            self.token_requests[grant] = self.token_requests.get(grant, 0) + 1
+            grant = report.get("grantType", "unknown")
+            with self._stats_lock:
+                self.token_requests[grant] = self.token_requests.get(grant, 0) + 1
+                self._note_strict_outcome(report)
             jobs.say({"level": "INFO", "local": "demo-oauth", "tokenRequest": grant})
+
+    def _note_strict_outcome(self, report: dict[str, Any]) -> None:
+        """Strict mode: count the outcome (rotated, replayed, ...) and keep the grant's latest state."""
+        if "outcome" in report:
+            self.token_outcomes[report["outcome"]] = self.token_outcomes.get(report["outcome"], 0) + 1
+        if "grant" in report:
+            state = self.grants.setdefault(report["grant"], {"accessTokenId": None})
+            state.update({k: report[k] for k in ("generation", "revoked", "accessTokenId") if k in report})
+        if "revokedGrant" in report:
+            self.grants.setdefault(report["revokedGrant"], {"accessTokenId": None})["revoked"] = True
 
     def _seed_demo_tenant(self) -> None:
         """The demo tenant, with its own OAuth app for demo-oauth (the mock server accepts any client)."""
@@ -189,7 +213,7 @@ class LocalStack:
             "apiKey": self.api_key,
             "tenantId": self.tenant_id,
             "table": self.env.get("GRANTLINK_TABLE"),
-            "oauthIssuer": f"http://{LOCAL}:{self.oauth_port}",
+            "oauthIssuer": self.oauth_url,
         }
 
     def sam_env(self) -> dict[str, Any]:
@@ -222,6 +246,16 @@ def _gateway(tpl: dict[str, Any], resolver: template.Resolver) -> Gateway:
 
 def _json_reply(status: int, body: dict[str, Any], **headers: str) -> Reply:
     return Reply(status, {"content-type": "application/json", **headers}, [], json.dumps(body).encode())
+
+
+def _strict_options() -> list[str]:
+    """The demo OAuth server's strict mode and https, from GRANTLINK_DEMO_OAUTH_STRICT and
+    GRANTLINK_DEMO_OAUTH_TLS_CERT/_KEY (PEM paths); both off by default."""
+    options = ["--strict"] if os.environ.get("GRANTLINK_DEMO_OAUTH_STRICT", "").lower() == "true" else []
+    cert, key = os.environ.get("GRANTLINK_DEMO_OAUTH_TLS_CERT"), os.environ.get("GRANTLINK_DEMO_OAUTH_TLS_KEY")
+    if bool(cert) != bool(key):
+        raise RuntimeError("GRANTLINK_DEMO_OAUTH_TLS_CERT and GRANTLINK_DEMO_OAUTH_TLS_KEY go together")
+    return options + (["--cert", str(cert), "--key", str(key)] if cert else [])
 
 
 def _extras() -> dict[str, Extra]:
