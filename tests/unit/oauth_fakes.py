@@ -33,15 +33,43 @@ class FakeAuthorizationServer:
         self.refresh_token: str | None = "refresh-1"  # … and "<refresh_token>-n" unless None
         self.error: str | None = None
         self.delay = 0.0
+        # Strict, like Box, Xero or any OAuth 2.1 server: each refresh token works once, and presenting one that was
+        # already used revokes the whole grant (RFC 9700 §4.14.2, refresh token rotation with reuse detection).
+        self.strict = False
+        self.revoked = False
+        self.in_flight = self.most_in_flight = 0
         server.expect_request("/token", method="POST").respond_with_handler(self.token)
 
     def token(self, request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs(request.get_data(as_text=True)).items()}
         with self.lock:
-            self.calls.append({k: v[0] for k, v in parse_qs(request.get_data(as_text=True)).items()})
+            self.calls.append(form)
             number = len(self.calls)
-        time.sleep(self.delay)  # a slow provider, so that concurrent refreshes overlap
-        if self.error:
-            return Response(json.dumps({"error": self.error}), 400, content_type="application/json")
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay)  # a slow provider, so that concurrent refreshes overlap
+            return self._answer(form, number)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def latest_refresh_token(self) -> str | None:
+        with self.lock:
+            issued = [body["refresh_token"] for body in self.issued if "refresh_token" in body]
+        return str(issued[-1]) if issued else None
+
+    def _refused_as_strict(self, form: dict[str, str]) -> bool:
+        if not self.strict or form.get("grant_type") != "refresh_token":
+            return False
+        if self.revoked or form.get("refresh_token") != self.latest_refresh_token():
+            self.revoked = True  # reuse of a rotated token: the whole grant is gone
+            return True
+        return False
+
+    def _answer(self, form: dict[str, str], number: int) -> Response:
+        if self.error or self._refused_as_strict(form):
+            return Response(json.dumps({"error": self.error or "invalid_grant"}), 400, content_type="application/json")
         body = {
             "access_token": f"{self.access_token}-{number}",
             "token_type": "Bearer",
@@ -82,7 +110,7 @@ def expire_access_token(credential_id: str) -> None:
     credential = store.get_credential(credential_id)
     assert credential and credential.access_expires_at
     moved = replace(credential, access_expires_at=credential.access_expires_at.replace(year=2000))
-    store.transact(store.credential_write(credential, replace(moved, version=credential.version + 1))[0])
+    store.transact(store.credential_update(credential, replace(moved, version=credential.version + 1))[0])
 
 
 def fake_partner(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> FakeAuthorizationServer:

@@ -104,6 +104,11 @@ def test_invalid_credentials_require_reauthorization_and_emit_an_event(
     detail = sent["detail"]
     assert detail["credentialId"] == credential_id and detail["category"] == "invalid_credentials"
     assert detail["tenantId"] == "tnt_a" and detail["eventId"] and KEY not in json.dumps(sent)
+    # The same path as a refused refresh: the tenant is told with a ready-to-send reauthorize link, and the test
+    # result that found it is kept.
+    (required,) = [e for e in delivered_events() if e["detail-type"] == "credential.reauthorization_required"]
+    assert required["detail"]["credentialId"] == credential_id and required["detail"]["reauthorizeLink"]
+    assert credential(credential_id)["lastTest"]["category"] == "invalid_credentials"
 
 
 @pytest.mark.parametrize(("status", "category"), [(503, "provider_unavailable"), (429, "rate_limited")])

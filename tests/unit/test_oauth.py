@@ -14,6 +14,7 @@ from werkzeug import Request, Response
 from grantlink import connect, connections, errors, links, oauth
 from grantlink.models import Caller, CreateLinkRequest, LinkStatus, OAuthAppRequest
 from grantlink.store import default as default_store
+from tests.helpers import FrozenClock
 from tests.unit.oauth_fakes import (
     CLIENT_SECRET,
     PARTNER_ID,
@@ -116,3 +117,27 @@ def test_a_connection_test_refreshes_an_expiring_token_first(provider_server: Fa
     assert seen == [f"Bearer access-{len(provider_server.calls)}"]
     stored = default_store().get_credential(credential_id)
     assert stored and stored.last_test and stored.last_test["ok"] and stored.last_refreshed_at
+
+
+def test_a_callback_for_a_revoked_link_spends_no_code(provider_server: FakeAuthorizationServer) -> None:
+    """Given a flow started on a link, when the link is revoked before the partner calls back,
+    then the callback is refused before the authorization code is exchanged: the partner issues no tokens."""
+    link, query = start_flow()
+    links.revoke_link(A, link.id)
+    with pytest.raises(errors.Gone):
+        finish(query)
+    assert provider_server.calls == []
+
+
+def test_a_callback_after_the_link_expired_spends_no_code(
+    provider_server: FakeAuthorizationServer, clock: FrozenClock
+) -> None:
+    """Given a flow started five minutes before its link expires, when the partner calls back six minutes later
+    (the flow itself is still within its ten minutes), then the code is not exchanged."""
+    link, token = links.create_link(A, CreateLinkRequest(partnerId=PARTNER_ID, title="Fake CRM"))
+    clock.advance(seconds=(link.expires_at - link.created_at).total_seconds() - 300)
+    query = parse_qs(urlsplit(oauth.start(link.id, token, {}, REDIRECT)).query)
+    clock.advance(minutes=6)
+    with pytest.raises(errors.Gone):
+        finish(query)
+    assert provider_server.calls == []

@@ -31,7 +31,8 @@ def test_only_items_that_need_attention_are_in_the_due_index(provider_server: Fa
     oauth_credential = connected_credential(provider_server)
     keys = {i["pk"]["S"]: i["dueAt"]["S"] for i in due_items({"env": {"GRANTLINK_TABLE": default_store().table}})}
     assert f"SHARE#{waiting.id}" in keys and keys[f"SHARE#{waiting.id}"] == clock.iso(waiting.expires_at)
-    assert f"SHARE#{used.id}" not in keys and f"SHARE#{revoked.id}" not in keys
+    assert f"SHARE#{used.id}" not in keys  # a granted link is kept; a revoked one is due at its clean-up time
+    assert keys[f"SHARE#{revoked.id}"] == clock.iso(revoked.expires_at + timedelta(days=30))
     credential = default_store().get_credential(oauth_credential)
     assert credential and credential.access_expires_at
     assert keys[f"CRED#{oauth_credential}"] == clock.iso(credential.access_expires_at - timedelta(seconds=900))
@@ -149,7 +150,9 @@ def test_an_expired_link_emits_share_expired_once(aws_env: Any, delivered_events
         run_jobs(aws_env)
     expired = [e for e in delivered_events() if e["detail-type"] == "share.expired"]
     assert len(expired) == 1 and expired[0]["detail"]["linkId"] == link.id
-    assert f"SHARE#{link.id}" not in {i["pk"]["S"] for i in due_items(aws_env)}
+    due = {i["pk"]["S"]: i["dueAt"]["S"] for i in due_items(aws_env)}
+    cleanup = link.expires_at + timedelta(days=30)
+    assert due[f"SHARE#{link.id}"] == cleanup.strftime("%Y-%m-%dT%H:%M:%SZ")  # next: its clean-up
 
 
 def test_share_completed_and_credential_deleted_events(aws_env: Any, delivered_events: Any) -> None:

@@ -23,6 +23,7 @@ class Settings(BaseModel):
     aws_region: str = Field("us-east-1", alias="AWS_REGION")
     link_ttl_hours: int = Field(MAX_LINK_TTL_HOURS, ge=1, le=MAX_LINK_TTL_HOURS, alias="GRANTLINK_LINK_TTL_HOURS")
     link_retention_days: int = Field(30, ge=1, alias="GRANTLINK_LINK_RETENTION_DAYS")
+    link_max_failed_tests: int = Field(10, ge=1, le=1000, alias="GRANTLINK_LINK_MAX_FAILED_TESTS")
     audit_retention_days: int = Field(365, ge=1, alias="GRANTLINK_AUDIT_RETENTION_DAYS")
     idempotency_ttl_seconds: int = Field(3600, ge=60, alias="GRANTLINK_IDEMPOTENCY_TTL_SECONDS")
     max_body_bytes: int = Field(64 * 1024, ge=1024, alias="GRANTLINK_MAX_BODY_BYTES")
@@ -33,6 +34,11 @@ class Settings(BaseModel):
     test_connect_timeout: float = Field(3.0, gt=0, le=30, alias="GRANTLINK_TEST_CONNECT_TIMEOUT")
     test_read_timeout: float = Field(10.0, gt=0, le=60, alias="GRANTLINK_TEST_READ_TIMEOUT")
     allow_private_targets: bool = Field(False, alias="GRANTLINK_ALLOW_PRIVATE_TARGETS")
+    # A PEM CA bundle for every partner call (grantlink.outbound); unset: REQUESTS_CA_BUNDLE, then the bundled CAs.
+    ca_bundle: str = Field("", alias="GRANTLINK_CA_BUNDLE")
+    requests_ca_bundle: str = Field("", alias="REQUESTS_CA_BUNDLE")
+    # Overall deadline of one OAuth token/refresh call; the refresh lease must outlast it (grantlink.oauth).
+    token_deadline_seconds: float = Field(20.0, gt=0, le=25, alias="GRANTLINK_TOKEN_DEADLINE_SECONDS")
     renewal_queue_url: str = Field("", alias="GRANTLINK_RENEWAL_QUEUE_URL")
     api_url: str = Field("", alias="GRANTLINK_API_URL")
     due_shards: int = Field(4, ge=1, le=64, alias="GRANTLINK_DUE_SHARDS")
@@ -48,9 +54,12 @@ class Settings(BaseModel):
     model_config = {"populate_by_name": True, "extra": "ignore"}
 
 
+_OTHER_ENV = frozenset({"AWS_REGION", "REQUESTS_CA_BUNDLE"})
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    env = {k: v for k, v in os.environ.items() if k.startswith("GRANTLINK_") or k == "AWS_REGION"}
+    env = {k: v for k, v in os.environ.items() if k.startswith("GRANTLINK_") or k in _OTHER_ENV}
     return Settings.model_validate(env)
 
 

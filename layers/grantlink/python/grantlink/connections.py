@@ -98,7 +98,7 @@ def _next_state(current: CredentialState, enabled: bool | None) -> CredentialSta
 
 def _write(store: Store, before: Credential, after: Credential, entry: dict[str, Any]) -> None:
     try:
-        store.transact(*store.credential_write(before, after), store.put_audit(entry))
+        store.transact(*store.credential_update(before, after), store.put_audit(entry))
     except ConditionFailed as exc:
         raise errors.Conflict("The credential changed at the same time; try again.", code="concurrent_update") from exc
 
@@ -164,18 +164,16 @@ def reauthorize(
 def test_credential(caller: Caller, credential_id: str, store: Store | None = None) -> CheckResult:
     """Run the partner's declared test with this credential (refreshing an OAuth token first when it is due),
     keep the result as `lastTest`, audit it, and emit `credential.test_failed` on failure. Invalid credentials
-    move the credential to `reauthorization_required`; transient failures change nothing else."""
+    take the same path as a refused refresh (`oauth.mark_reauthorization_required`: state, reauthorize link and
+    event together); transient failures change nothing else."""
     store = store or default_store()
     credential = get_credential(caller, credential_id, store)
     if credential.state == CredentialState.DISABLED:
         raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
     values = {k: str(v) for k, v in oauth.fresh_values(credential, store).items()}
     result = testing.check_credential(providers.get(credential.partner_id), values)
-    # A refresh just now moved the version on: write over the refreshed item, not the one read first.
-    latest = (store.get_credential(credential_id) if oauth.needs_refresh(credential) else None) or credential
-    state = CredentialState.REAUTHORIZATION_REQUIRED if result.category == "invalid_credentials" else latest.state
-    after = replace(latest, last_test=result.to_api(), state=state, version=latest.version + 1)
-    _write(store, latest, after, audit.entry(credential_id, "tested", caller.actor, category=result.category))
+    # A refresh just now moved the item on: then the result is written over the item as re-read.
+    _record_test(caller, None if oauth.needs_refresh(credential) else credential, result, store, credential_id)
     if not result.ok:
         events.emit(
             "credential.test_failed",
@@ -187,6 +185,32 @@ def test_credential(caller: Caller, credential_id: str, store: Store | None = No
             message=result.message,
         )
     return result
+
+
+def _record_test(
+    caller: Caller, read: Credential | None, result: CheckResult, store: Store, credential_id: str
+) -> None:
+    """Store the result on the credential as it stands now (a refresh or another write may have landed while the
+    partner answered: then it is re-read): only `lastTest` and, for invalid credentials, the state change — never
+    the secret."""
+    for _ in range(3):
+        latest = read or get_credential(caller, credential_id, store)
+        read = None
+        entry = audit.entry(credential_id, "tested", caller.actor, category=result.category)
+        try:
+            if result.category == "invalid_credentials" and latest.state == CredentialState.ACTIVE:
+                reason = f"connection test: {result.message}"[:200]
+                changes = {"last_test": result.to_api()}
+                if oauth.mark_reauthorization_required(latest, store, reason, changes=changes, actor=caller.actor):
+                    store.transact(store.put_audit(entry))
+                    return
+                continue  # moved meanwhile: record on what it became
+            after = replace(latest, last_test=result.to_api(), version=latest.version + 1)
+            store.transact(*store.credential_update(latest, after), store.put_audit(entry))
+            return
+        except ConditionFailed:
+            continue
+    raise errors.Conflict("The credential changed at the same time; try again.", code="concurrent_update")
 
 
 def list_audit(

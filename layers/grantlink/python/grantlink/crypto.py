@@ -74,6 +74,29 @@ class Crypto:
         """Decrypt a message made by `encrypt` with the same `context`; `CryptoError` if it is not exactly that."""
         return self._decrypt(ciphertext, context, (self.key_id, *self.previous_key_ids))
 
+    def prepare(self, context: Mapping[str, str]) -> Sealer:
+        """Fetch one data key for `context` now, so that a later `Sealer.seal` needs no KMS call.
+
+        Used where something irreplaceable arrives after a call that cannot be repeated: a rotated refresh token
+        comes back from the partner once, and a KMS throttle or outage right then must not lose it."""
+        _require_context(context)
+        with _translated("encrypt"):
+            return Sealer(self._materials(context, self.key_id), context)
+
+    def _materials(self, context: Mapping[str, str], key_id: str) -> Any:
+        import aws_encryption_sdk
+        from aws_encryption_sdk.internal.defaults import FRAME_LENGTH
+        from aws_encryption_sdk.materials_managers import EncryptionMaterialsRequest
+        from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
+
+        request = EncryptionMaterialsRequest(
+            encryption_context=dict(context),
+            frame_length=FRAME_LENGTH,
+            algorithm=_algorithm_suite(),
+            commitment_policy=aws_encryption_sdk.CommitmentPolicy[COMMITMENT_POLICY],
+        )
+        return DefaultCryptoMaterialsManager(self._provider((key_id,))).get_encryption_materials(request)
+
     def reencrypt(self, ciphertext: bytes, context: Mapping[str, str], new_key_id: str) -> bytes:
         """Decrypt `ciphertext` and encrypt it again under `new_key_id`; safe to run again on its own output."""
         key_ids = tuple(dict.fromkeys((self.key_id, *self.previous_key_ids, _require_key_arn(new_key_id))))
@@ -119,6 +142,29 @@ class Crypto:
 
             self._session = botocore_session()
         return self._session
+
+
+class Sealer:
+    """One message's worth of encryption materials fetched ahead of time (`Crypto.prepare`): sealing is local.
+
+    Single use: the data key encrypts exactly one message, then is forgotten."""
+
+    def __init__(self, materials: Any, context: Mapping[str, str]) -> None:
+        self._materials: Any = materials
+        self._context = dict(context)
+
+    def seal(self, plaintext: bytes) -> bytes:
+        if self._materials is None:
+            raise RuntimeError("a Sealer seals one message only")
+        materials, self._materials = self._materials, None
+        with _translated("encrypt"):
+            ciphertext, _header = _sdk_client().encrypt(
+                source=plaintext,
+                encryption_context=self._context,
+                materials_manager=_prepared_manager_class()(materials),
+                algorithm=_algorithm_suite(),
+            )
+        return bytes(ciphertext)
 
 
 @functools.lru_cache(maxsize=1)
@@ -229,3 +275,21 @@ def _provider_class() -> type:
         master_key_class = _MasterKey
 
     return _StrictProvider
+
+
+@functools.cache
+def _prepared_manager_class() -> type:
+    """A materials manager that hands out materials fetched earlier; it never decrypts."""
+    from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
+
+    class _Prepared(CryptoMaterialsManager):
+        def __init__(self, materials: Any) -> None:
+            self._materials = materials
+
+        def get_encryption_materials(self, request: Any) -> Any:
+            return self._materials
+
+        def decrypt_materials(self, request: Any) -> Any:
+            raise NotImplementedError("prepared materials only encrypt")
+
+    return _Prepared

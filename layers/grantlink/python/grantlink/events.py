@@ -26,6 +26,7 @@ KINDS = (
     "credential.expiring",
     "credential.test_failed",
     "credential.deleted",
+    "oauth_app.invalid",
 )
 
 
@@ -39,13 +40,20 @@ def emit(kind: str, tenant_id: str, **fields: Any) -> dict[str, Any]:
     """Put one event on the bus. The change it reports is already stored, so a failure here is logged and
     counted (metric EventsNotDelivered) rather than turned into an error for a caller whose work succeeded."""
     body = detail(kind, tenant_id, **fields)
+    deliver(body)
+    return body
+
+
+def deliver(body: dict[str, Any]) -> bool:
+    """Put one event (a `detail`) on the bus; False, logged and counted, if the bus did not take it."""
+    kind = body["type"]
     entry = {"Source": SOURCE, "DetailType": kind, "Detail": json.dumps(body), "EventBusName": settings().event_bus}
     try:
         answer = aws.client("events").put_events(Entries=[entry])
         failed = answer.get("FailedEntryCount", 0)
-    except (ClientError, BotoCoreError) as exc:
-        failed, body["error"] = 1, type(exc).__name__
+    except (ClientError, BotoCoreError):
+        failed = 1
     if failed:
         logger.error("event not delivered", extra={"kind": kind, "event_id": body["eventId"]})
         metrics.add_metric(name="EventsNotDelivered", unit="Count", value=1)
-    return body
+    return not failed

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -106,6 +106,12 @@ class ShareLinkOut(ApiModel):
     expiresAt: str
     expired: bool
     link: str | None = Field(description="The URL to send to the customer: only when `token` is present.")
+    failedTests: int = Field(0, description="Failed connection tests on the connect page since the token was issued.")
+    locked: bool = Field(
+        False,
+        description="Too many failed connection tests (`GRANTLINK_LINK_MAX_FAILED_TESTS`): the link refuses submits "
+        "until it is regenerated (PUT).",
+    )
 
 
 class ListMeta(ApiModel):
@@ -338,6 +344,9 @@ class Credential:
     retry_at: datetime | None = None  # after a failed refresh: when to try again
     expiry_warned: bool = False  # credential.expiring was emitted
     version: int = 1
+    secret_id: str = ""  # names the sealed secret now stored; a kept rotated token says which one it replaces
+    lease_owner: str | None = None  # the refresh lease, as read; only the lease writes keep or drop it
+    lease_until: str | None = None
 
     def due_at(self) -> datetime | None:
         """When the renewal jobs should next look at this credential, or None (then it is not in the due index)."""
@@ -383,6 +392,13 @@ class ShareLink:
     last_error: str | None = None  # why the last OAuth attempt did not finish, shown when the link is reopened
     expiry_notified: bool = False  # share.expired was emitted
     version: int = 1
+    failed_tests: int = 0  # failed connection tests on the connect page for the current token
+    cleanup_at: datetime | None = None  # when grantlink deletes the link (and drops it from the counters)
+
+    def is_locked(self) -> bool:
+        """A waiting link whose token failed too many connection tests: only a PUT (new token) unlocks it."""
+        waiting = self.status in (LinkStatus.WAITING, LinkStatus.WAITING_FOR_OAUTH)
+        return waiting and self.failed_tests >= settings().link_max_failed_tests
 
     def is_expired(self, at: datetime | None = None) -> bool:
         """Only links still waiting can expire; the application checks this, never TTL (DESIGN.md)."""
@@ -401,6 +417,8 @@ class ShareLink:
             expiresAt=clock.iso(self.expires_at),
             expired=self.is_expired(),
             link=link_url(connect_base, self.id, token) if token else None,
+            failedTests=self.failed_tests,
+            locked=self.is_locked(),
         )
 
 
@@ -419,6 +437,9 @@ def due_shard(item_id: str) -> int:
 def due_keys(item_id: str, at: datetime) -> dict[str, str]:
     """The sparse due index's keys: only items that need attention carry them."""
     return {"duePk": f"DUE#{due_shard(item_id)}", "dueAt": clock.iso(at)}
+
+
+LINK_TTL_BACKSTOP_SECONDS = 7 * 86400  # DynamoDB's TTL: a week after grantlink's own clean-up of a link
 
 
 def link_key(link_id: str) -> dict[str, str]:
@@ -465,12 +486,21 @@ def link_to_item(link: ShareLink, ttl: int | None) -> dict[str, Any]:
         item["oauthFlow"] = link.oauth_flow
     if link.last_error:
         item["lastError"] = link.last_error
+    if link.failed_tests:
+        item["failedTests"] = link.failed_tests
     if link.expiry_notified:
         item["expiryNotified"] = True
-    elif link.status in (LinkStatus.WAITING, LinkStatus.WAITING_FOR_OAUTH):
+    waiting = link.status in (LinkStatus.WAITING, LinkStatus.WAITING_FOR_OAUTH)
+    if waiting and not link.expiry_notified:
         item.update(due_keys(link.id, link.expires_at))  # the sweep emits share.expired at expiresAt
-    if ttl is not None:
-        item["ttl"] = ttl
+    if ttl is not None and link.status != LinkStatus.GRANTED:
+        # `ttl` is when grantlink deletes the link itself (the due index brings it to the worker then, which drops
+        # it from the counters in the same transaction); DynamoDB's TTL is only a late backstop after that.
+        cleanup = datetime.fromtimestamp(ttl, UTC)
+        item["cleanupAt"] = clock.iso(cleanup)
+        item["ttl"] = ttl + LINK_TTL_BACKSTOP_SECONDS
+        if not (waiting and not link.expiry_notified):
+            item.update(due_keys(link.id, cleanup))
     return item
 
 
@@ -491,6 +521,8 @@ def link_from_item(item: dict[str, Any]) -> ShareLink:
         last_error=item.get("lastError"),
         expiry_notified=bool(item.get("expiryNotified", False)),
         version=int(item.get("version", 1)),
+        failed_tests=int(item.get("failedTests", 0)),
+        cleanup_at=clock.parse_iso(item["cleanupAt"]) if item.get("cleanupAt") else None,
     )
 
 
@@ -542,6 +574,7 @@ def credential_to_item(cred: Credential) -> dict[str, Any]:
         "failingSince": clock.iso(cred.failing_since) if cred.failing_since else None,
         "retryAt": clock.iso(cred.retry_at) if cred.retry_at else None,
         "expiryWarned": cred.expiry_warned or None,
+        "secretId": cred.secret_id or None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     due = cred.due_at()
@@ -573,6 +606,9 @@ def credential_from_item(item: dict[str, Any]) -> Credential:
         retry_at=clock.parse_iso(retry) if retry else None,
         expiry_warned=bool(item.get("expiryWarned", False)),
         version=int(item.get("version", 1)),
+        secret_id=str(item.get("secretId", "")),
+        lease_owner=item.get("leaseOwner"),
+        lease_until=item.get("leaseUntil"),
     )
 
 

@@ -41,15 +41,22 @@ from grantlink.models import (
     tenant_links_by_status_pk,
 )
 from grantlink.oauth_apps import OAuthApp, app_for, tenant_app
-from grantlink.observability import logger, trace_http
+from grantlink.observability import logger, metrics, trace_http
 from grantlink.providers import Provider
 from grantlink.store import ConditionFailed, Store, flow_key, oauth_app_key, serialize, update
 from grantlink.store import default as default_store
 
 APP_PURPOSE = "oauth-app"
-LEASE_SECONDS = 30
+# The refresh lease outlasts the worst refresh: the token call's overall deadline (≤ 25 s), the key fetch before it
+# and the write's retries after it, so no second caller can present the refresh token while the first still may.
+LEASE_SECONDS = 60
 WAIT_FOR_REFRESH_SECONDS = 8.0
+WRITE_ATTEMPTS = 4  # storing a refreshed secret: tries before the tokens are kept aside
+WRITE_BACKOFF_SECONDS = 0.25
+KEPT_TOKEN_DAYS = 30
 AUTH_ERRORS = {"invalid_grant", "invalid_client", "unauthorized_client"}
+APP_ERRORS = {"invalid_client", "unauthorized_client"}  # the tenant's OAuth app is refused, not the user's grant
+APP_REFUSED_REPORT_SECONDS = 86400
 
 
 # --- tenants' OAuth apps ----------------------------------------------------------------------------------
@@ -84,7 +91,12 @@ def put_app(
         "scopes": request.scopes,
         "dateUpdated": clock.iso(clock.now()),
     }
-    (store or default_store()).put_oauth_app(item)
+    store = store or default_store()
+    # The new app has not been refused: a refusal of it is reported again (report_app_refused).
+    store.transact(
+        {"Put": {"Item": serialize(item)}},
+        {"Delete": {"Key": serialize(app_refused_key(caller.tenant_id, partner_id))}},
+    )
     return _app_out(tenant_app(item), redirect_uri)
 
 
@@ -286,28 +298,29 @@ def _abandon(store: Store, flow: dict[str, Any], provider: Provider, reason: str
 
 
 def exchange_code(provider: Provider, app: OAuthApp, code: str, verifier: str, redirect_uri: str, fields: dict) -> dict:
-    """The token request, with the stored `code_verifier` passed explicitly (O3) and timeouts (R3)."""
-    from requests_oauthlib import OAuth2Session
+    """The token request, with the stored `code_verifier` passed explicitly (O3), through the outbound door
+    (R3): the URL checked before the call, no redirect followed, the token call's overall deadline, the CA bundle."""
+    from grantlink import outbound
 
-    trace_http()
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()
-    session = OAuth2Session(app.client_id, redirect_uri=redirect_uri)
     kwargs: dict[str, Any] = {"code_verifier": verifier} if oauth.pkce else {}
-    token = session.fetch_token(
-        _render(oauth.token_url, fields),
-        code=code,
-        client_secret=_client_secret(app),
-        include_client_id=True if oauth.client_auth == "body" else None,
-        timeout=_timeouts(),
-        **kwargs,
-    )
+    with outbound.token_session(outbound.token_limits(), app.client_id, redirect_uri=redirect_uri) as session:
+        token = session.fetch_token(
+            _render(oauth.token_url, fields),
+            code=code,
+            client_secret=_client_secret(app),
+            include_client_id=True if oauth.client_auth == "body" else None,
+            **kwargs,
+        )
     return dict(token)
 
 
 def _finish(store: Store, flow: dict[str, Any], provider: Provider, code: str, redirect_uri: str) -> CallbackOutcome:
     tenant_id, fields = flow["tenantId"], dict(flow.get("fields") or {})
+    _require_grantable(store, flow)  # before the code is spent: a revoked or expired link gets no tokens
+    before = _bound(store, flow)
     try:
         app = require_app(tenant_id, provider.id, store)
         token = exchange_code(provider, app, code, flow["verifier"], redirect_uri, fields)
@@ -316,13 +329,25 @@ def _finish(store: Store, flow: dict[str, Any], provider: Provider, code: str, r
     except Exception as exc:  # noqa: BLE001 - any provider failure ends this attempt with a reason, never a 500
         logger.warning("oauth code exchange failed", extra={"partner": provider.slug, "error": type(exc).__name__})
         return _abandon(store, flow, provider, _token_error_reason(exc))
-    before = _bound(store, flow)
     credential = _credential_from_token(flow, provider, token, fields, before)
     _grant(store, flow, credential, before)
     link_redirect = flow.get("redirectUrl")
     if link_redirect:
         return CallbackOutcome(True, provider.id, provider.name, with_result(link_redirect, 1, credential.id))
     return CallbackOutcome(True, provider.id, provider.name)
+
+
+def _require_grantable(store: Store, flow: dict[str, Any]) -> None:
+    """The link still waits for this very flow, unchanged and unexpired (the grant's write checks it again)."""
+    link = store.get_link(flow["linkId"])
+    if (
+        link is None
+        or link.status != LinkStatus.WAITING_FOR_OAUTH
+        or link.oauth_flow != flow["pk"].removeprefix("OAUTH#")
+        or link.version != int(flow["linkVersion"])
+        or link.is_expired()
+    ):
+        raise errors.Gone()
 
 
 def _token_error_reason(exc: Exception) -> str:
@@ -438,24 +463,44 @@ def fresh_values(credential: Credential, store: Store | None = None, *, force: b
 
 
 def refresh(credential: Credential, store: Store) -> dict[str, Any]:
-    """Refresh under a lease: one token call per credential however many callers ask at once (O6)."""
+    """Refresh under a lease: one token call per credential however many callers ask at once (O6).
+
+    Nothing the partner returns is ever dropped: the data key that seals the new tokens is fetched before the
+    token call (a KMS failure afterwards cannot lose them), the write is conditional on still holding the lease
+    (metadata written meanwhile by a PATCH, a test result or a back-off is kept, see `Store.credential_update`),
+    and is retried; if it still cannot be written, the sealed tokens are kept aside (`_keep`) and the next
+    refresh uses them instead of the stored refresh token, which a rotating partner has already retired."""
     owner, now = uuid.uuid4().hex, clock.now()
     until = clock.iso(now + timedelta(seconds=LEASE_SECONDS))
     current = store.take_lease(credential.id, owner, until, clock.iso(now))
     if current is None:
         return _wait_for_refresh(credential, store)
-    if current.version != credential.version and not needs_refresh(current):
-        store.release_lease(credential.id, owner)
-        return open_values(current)
+    written = False
     try:
-        return _refresh_now(current, store)  # writes the item whole, without the lease: nothing to release
-    except BaseException:
-        store.release_lease(credential.id, owner)
-        raise
+        if current.state == CredentialState.REAUTHORIZATION_REQUIRED:
+            raise _reauthorization_required()
+        kept = store.get_kept_token(current.id)
+        values = _kept_values(kept, current)
+        if values is None and _replaced_since(credential, current):
+            return open_values(current)  # another caller refreshed between our read and our lease
+        written, new_values = _refresh_now(current, store, owner, values, kept)
+        return new_values
+    finally:
+        if not written:
+            _release(store, credential.id, owner)
+
+
+def _release(store: Store, credential_id: str, owner: str) -> None:
+    """Let go of the lease; if the table refuses, it runs out by itself at `leaseUntil` (never hides the outcome)."""
+    try:
+        store.release_lease(credential_id, owner)
+    except errors.GrantlinkError:
+        logger.warning("refresh lease not released; it expires by itself", extra={"credential": credential_id})
 
 
 def _wait_for_refresh(credential: Credential, store: Store) -> dict[str, Any]:
-    """Another caller holds the lease: re-read until its refresh lands (bounded), then use the new token."""
+    """Another caller holds the lease: re-read until it lets go (bounded), then use what it stored. A holder
+    that let go without storing a fresh token failed: that is a transient failure here too."""
     deadline = time.monotonic() + WAIT_FOR_REFRESH_SECONDS
     delay = 0.05
     while time.monotonic() < deadline:
@@ -463,12 +508,25 @@ def _wait_for_refresh(credential: Credential, store: Store) -> dict[str, Any]:
         current = store.get_credential(credential.id)
         if current is None:
             raise errors.NotFound("No such credential.", code="credential_not_found")
-        if current.version != credential.version:
+        if not _leased(current):
             if current.state == CredentialState.REAUTHORIZATION_REQUIRED:
                 raise _reauthorization_required()
-            return open_values(current)
+            if _replaced_since(credential, current):
+                return open_values(current)
+            raise errors.ServiceUnavailable("The partner did not refresh the token; try again shortly.")
         delay = min(delay * 2, 0.5)
-    raise errors.ServiceUnavailable("A token refresh is in progress; try again shortly.")
+    raise errors.ServiceUnavailable("A token refresh is in progress; try again shortly.", code="refresh_in_progress")
+
+
+def _replaced_since(read: Credential, current: Credential) -> bool:
+    """Another caller stored a new secret since `read` was read, and its access token has not expired (it may
+    still be inside the renew-before window: a token shorter-lived than the window is always "due")."""
+    expires = current.access_expires_at
+    return current.secret_id != read.secret_id and (expires is None or expires > clock.now())
+
+
+def _leased(credential: Credential) -> bool:
+    return bool(credential.lease_owner and credential.lease_until and credential.lease_until > clock.iso(clock.now()))
 
 
 def _reauthorization_required() -> errors.GrantlinkError:
@@ -477,44 +535,138 @@ def _reauthorization_required() -> errors.GrantlinkError:
     )
 
 
-def _refresh_now(current: Credential, store: Store) -> dict[str, Any]:
-    from grantlink.connect import seal
+def _kept_values(kept: dict[str, Any] | None, current: Credential) -> dict[str, Any] | None:
+    """The values of tokens kept aside by an earlier refresh whose write failed, if they replace the secret
+    stored now (a reconnect since then has made them stale)."""
+    if kept is None or kept.get("replaces", "") != current.secret_id:
+        return None
+    context = crypto.context_for(current.tenant_id, current.id, PURPOSE)
+    return dict(json.loads(crypto.default().decrypt(bytes(kept["secret"]), context))["fields"])
 
-    provider = providers.get(current.partner_id)
-    values = open_values(current)
+
+def _refresh_now(
+    current: Credential, store: Store, owner: str, kept_values: dict[str, Any] | None, kept: dict[str, Any] | None
+) -> tuple[bool, dict[str, Any]]:
+    """The token call and the write; returns (written under the lease, the values now in use)."""
+    if kept is not None and kept_values is not None and not _expiring(kept_values):
+        # Tokens kept aside by an earlier refresh are still fresh: store them, no token call.
+        return _store_refreshed(store, current, owner, bytes(kept["secret"]), kept_values, drop_kept=True), kept_values
+    values = kept_values or open_values(current)
     if not values.get("refreshToken"):
         raise errors.Conflict("This credential has no refresh token; reauthorize it.", code="no_refresh_token")
+    sealer = crypto.default().prepare(crypto.context_for(current.tenant_id, current.id, PURPOSE))
+    token = _refresh_or_explain(current, store, values)
+    provider = providers.get(current.partner_id)
+    fields = {k: v for k, v in values.items() if provider.field(k)}
+    values = token_values(token, values, fields)
+    secret = _seal_values(current, values, sealer)
+    return _store_refreshed(store, current, owner, secret, values, drop_kept=kept is not None), values
+
+
+def _seal_values(current: Credential, values: dict[str, Any], sealer: crypto.Sealer) -> bytes:
+    from grantlink.connect import seal
+
+    return seal(current.tenant_id, current.id, "oauth2", values, sealer=sealer)
+
+
+def _refresh_or_explain(current: Credential, store: Store, values: dict[str, Any]) -> dict[str, Any]:
+    """The token call, with a refusal turned into what it means: the grant is gone (`reauthorization_required`,
+    once, with an event), or the tenant's OAuth app is refused (`oauth_app_invalid`: the grant may be fine)."""
+    app = require_app(current.tenant_id, current.partner_id, store)
     try:
-        token = _refresh_call(provider, require_app(current.tenant_id, current.partner_id, store), values)
+        return _refresh_call(providers.get(current.partner_id), app, values)
     except RefreshRefused as exc:
+        if exc.reason in APP_ERRORS:
+            report_app_refused(current.tenant_id, current.partner_id, exc.reason, store)
+            raise errors.Conflict(
+                "The partner refused the OAuth app's client credentials; check the app (PUT /partners/{id}/oauth-app).",
+                code="oauth_app_invalid",
+            ) from exc
         mark_reauthorization_required(current, store, exc.reason)
         raise _reauthorization_required() from exc
-    fields = {k: v for k, v in values.items() if provider.field(k)}
-    new_values = token_values(token, values, fields)
+
+
+def _expiring(values: dict[str, Any]) -> bool:
+    expires = values.get("expiresAt")
+    window = timedelta(seconds=settings().renew_before_seconds)
+    return expires is None or clock.parse_iso(expires) <= clock.now() + window
+
+
+def _refreshed(before: Credential, secret: bytes, values: dict[str, Any]) -> Credential:
     now = clock.now().replace(microsecond=0)
-    after = replace(
-        current,
-        secret=seal(current.tenant_id, current.id, "oauth2", new_values),
-        access_expires_at=clock.parse_iso(new_values["expiresAt"]) if "expiresAt" in new_values else None,
+    return replace(
+        before,
+        secret=secret,
+        access_expires_at=clock.parse_iso(values["expiresAt"]) if "expiresAt" in values else None,
         last_refreshed_at=now,
         refresh_failures=0,
         failing_since=None,
         retry_at=None,
-        refreshable="refreshToken" in new_values,
+        refreshable="refreshToken" in values,
         updated_at=now,
-        version=current.version + 1,
+        version=before.version + 1,
     )
-    store.transact(
-        *store.credential_write(current, after), store.put_audit(audit.entry(current.id, "refreshed", "grantlink"))
-    )
-    events.emit(
-        "credential.refreshed",
-        current.tenant_id,
-        credentialId=current.id,
-        partnerId=current.partner_id,
-        accessExpiresAt=new_values.get("expiresAt"),
-    )
-    return new_values
+
+
+def _store_refreshed(
+    store: Store, current: Credential, owner: str, secret: bytes, values: dict[str, Any], *, drop_kept: bool
+) -> bool:
+    """Write the refreshed secret while the lease is ours, over the latest item (re-read after a concurrent
+    metadata write), retrying throttles. If it cannot be written, keep it aside; returns whether it was written."""
+    before: Credential | None = current
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            if before is None:
+                before = store.get_credential(current.id)
+            if before is None or before.lease_owner != owner:
+                break  # deleted, replaced by a reconnect, or the lease expired and was taken over
+            after = _refreshed(before, secret, values)
+            entry = audit.entry(current.id, "refreshed", "grantlink")
+            store.transact(*store.refreshed_write(before, after, owner, drop_kept=drop_kept), store.put_audit(entry))
+        except ConditionFailed:
+            before = None  # something else was written meanwhile: read it and write over the latest
+            continue
+        except Exception:  # noqa: BLE001 - throttled, unavailable or worse: retry, then keep the tokens aside
+            before = None
+            time.sleep(WRITE_BACKOFF_SECONDS * 2**attempt)
+            continue
+        events.emit(
+            "credential.refreshed",
+            current.tenant_id,
+            credentialId=current.id,
+            partnerId=current.partner_id,
+            accessExpiresAt=values.get("expiresAt"),
+        )
+        return True
+    _keep(store, current, secret, values)
+    return False
+
+
+def _keep(store: Store, current: Credential, secret: bytes, values: dict[str, Any]) -> None:
+    """Keep refreshed tokens (sealed) where the next refresh finds them: beside the credential, or, if the table
+    cannot be written either, in a renewal message that the worker turns into that item."""
+    now = clock.now()
+    item = {
+        "type": "kept_token",
+        "credentialId": current.id,
+        "tenantId": current.tenant_id,
+        "secret": secret,
+        "replaces": current.secret_id,
+        "accessExpiresAt": values.get("expiresAt"),
+        "keptAt": clock.iso(now),
+        "ttl": int((now + timedelta(days=KEPT_TOKEN_DAYS)).timestamp()),
+    }
+    metrics.add_metric(name="RefreshedTokensKeptAside", unit="Count", value=1)
+    logger.warning("refreshed tokens not stored on the credential: kept aside", extra={"credential": current.id})
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            store.put_kept_token(item)
+            return
+        except Exception:  # noqa: BLE001 - the table is failing: try again, then hand the item to the queue
+            time.sleep(WRITE_BACKOFF_SECONDS * 2**attempt)
+    from grantlink import renewal
+
+    renewal.queue_kept_token(item)
 
 
 class RefreshRefused(Exception):
@@ -526,25 +678,28 @@ class RefreshRefused(Exception):
 
 
 def _refresh_call(provider: Provider, app: OAuthApp, values: dict[str, Any]) -> dict[str, Any]:
+    """The refresh request through the outbound door: the URL checked before the call, no redirect followed
+    (a 3xx is a transient failure), the CA bundle, and an overall deadline (GRANTLINK_TOKEN_DEADLINE_SECONDS,
+    at most 25 s) that keeps the worst token call shorter than the refresh lease (LEASE_SECONDS).
+    Raises `RefreshRefused` for the OAuth errors in AUTH_ERRORS, `ServiceUnavailable` for anything else."""
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
-    from requests_oauthlib import OAuth2Session
 
-    trace_http()
+    from grantlink import outbound
+
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()
-    session = OAuth2Session(app.client_id)
     fields = {k: v for k, v in values.items() if provider.field(k)}
     secret = _client_secret(app)
     body_auth = oauth.client_auth == "body"
     try:
-        token = session.refresh_token(
-            _render(oauth.token_url, fields),
-            refresh_token=values["refreshToken"],
-            auth=None if body_auth else (app.client_id, secret),
-            timeout=_timeouts(),
-            **({"client_id": app.client_id, "client_secret": secret} if body_auth else {}),
-        )
+        with outbound.token_session(outbound.token_limits(), app.client_id) as session:
+            token = session.refresh_token(
+                _render(oauth.token_url, fields),
+                refresh_token=values["refreshToken"],
+                auth=None if body_auth else (app.client_id, secret),
+                **({"client_id": app.client_id, "client_secret": secret} if body_auth else {}),
+            )
     except OAuth2Error as exc:
         if exc.error in AUTH_ERRORS:
             raise RefreshRefused(exc.error) from exc
@@ -554,47 +709,111 @@ def _refresh_call(provider: Provider, app: OAuthApp, values: dict[str, Any]) -> 
     return dict(token)
 
 
-def mark_reauthorization_required(credential: Credential, store: Store, reason: str) -> None:
-    """Move the credential to reauthorization_required once (a concurrent change wins), and tell the tenant
-    with a `credential.reauthorization_required` event carrying a ready-to-send reauthorize link."""
-    from grantlink import links
+def mark_reauthorization_required(
+    credential: Credential,
+    store: Store,
+    reason: str,
+    *,
+    changes: dict[str, Any] | None = None,
+    actor: str = "grantlink",
+) -> bool:
+    """Move the credential to `reauthorization_required` once, and make sure the tenant is told.
+
+    The state change (with `changes`, e.g. the test result that found the credential invalid), a reauthorize
+    link bound to the credential, the audit entry and an outbox record are one transaction; the
+    `credential.reauthorization_required` event, carrying the ready-to-send link, goes out right after, and the
+    outbox resends it if the bus did not take it (grantlink.outbox). Without an OAuth app no link can be made:
+    the event then says so. Returns whether this call made the change (a concurrent one may have)."""
+    from grantlink import outbox
+
+    for _ in range(WRITE_ATTEMPTS):
+        if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
+            return False
+        after = replace(
+            credential,
+            state=CredentialState.REAUTHORIZATION_REQUIRED,
+            updated_at=clock.now().replace(microsecond=0),
+            version=credential.version + 1,
+            **(changes or {}),
+        )
+        body = events.detail(
+            "credential.reauthorization_required",
+            credential.tenant_id,
+            credentialId=credential.id,
+            partnerId=credential.partner_id,
+            reason=reason,
+        )
+        writes = [
+            *store.credential_update(credential, after),
+            store.put_audit(audit.entry(credential.id, "reauthorization_required", actor, reason=reason)),
+        ]
+        try:
+            body.update(_reauthorize_link_or_none(credential, store, writes, body))
+        except ConditionFailed:
+            fresh = store.get_credential(credential.id)
+            if fresh is None:
+                return False
+            credential = fresh  # written meanwhile (a title, a test result): apply the change to the latest
+            continue
+        outbox.send(body, store)
+        return True
+    raise errors.Conflict("The credential changed at the same time; try again.", code="concurrent_update")
+
+
+def _reauthorize_link_or_none(
+    credential: Credential, store: Store, writes: list[dict[str, Any]], body: dict[str, Any]
+) -> dict[str, Any]:
+    """Write `writes`, the outbox record of `body` and a reauthorize link bound to the credential in one
+    transaction; returns the event's link fields (none when the partner's OAuth app is gone: no link possible)."""
+    from grantlink import links, outbox
     from grantlink.models import ReauthorizeRequest, link_url
 
-    if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
-        return
-    after = replace(
-        credential,
-        state=CredentialState.REAUTHORIZATION_REQUIRED,
-        updated_at=clock.now().replace(microsecond=0),
-        version=credential.version + 1,
-    )
-    entry = audit.entry(credential.id, "reauthorization_required", "grantlink", reason=reason)
     try:
-        store.transact(*store.credential_write(credential, after), store.put_audit(entry))
+        link, token = links.issue_link(
+            Caller(credential.tenant_id),
+            credential.partner_id,
+            credential.title,
+            ReauthorizeRequest.model_validate({}),
+            store,
+            bound_credential_id=credential.id,
+            also=lambda link: [*writes, outbox.put(body, link.id)],
+        )
+    except errors.UnprocessableEntity:
+        store.transact(*writes, outbox.put(body))
+        return {"reauthorizeLinkId": None, "reauthorizeLink": None}
+    return {
+        "reauthorizeLinkId": link.id,
+        "reauthorizeLink": link_url(links.connect_base(), link.id, token),
+        "reauthorizeLinkExpiresAt": clock.iso(link.expires_at),
+    }
+
+
+def report_app_refused(tenant_id: str, partner_id: int, error: str, store: Store) -> None:
+    """The partner refused the OAuth app itself (`invalid_client`, `unauthorized_client`): that is the tenant's
+    configuration, not the end user's grant. One `oauth_app.invalid` event per tenant and partner until the app
+    is replaced (PUT oauth-app clears the marker) or a day has passed; no credential changes state."""
+    now = clock.now()
+    marker = {
+        **app_refused_key(tenant_id, partner_id),
+        "type": "oauth_app_refused",
+        "error": error,
+        "reportedAt": clock.iso(now),
+        "expiresAt": clock.iso(now + timedelta(seconds=APP_REFUSED_REPORT_SECONDS)),
+        "ttl": int((now + timedelta(seconds=APP_REFUSED_REPORT_SECONDS)).timestamp()) + 86400,
+    }
+    try:
+        store.transact(
+            # Protects: one report per tenant and partner while the marker lives (checked by time: TTL is late).
+            {"Put": {"Item": serialize(marker), "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
+                     "ExpressionAttributeValues": serialize({":now": clock.iso(now)})}}
+        )  # fmt: skip
     except ConditionFailed:
         return
-    link, token = links.issue_link(
-        Caller(credential.tenant_id),
-        credential.partner_id,
-        credential.title,
-        ReauthorizeRequest.model_validate({}),
-        store,
-        bound_credential_id=credential.id,
-    )
-    events.emit(
-        "credential.reauthorization_required",
-        credential.tenant_id,
-        credentialId=credential.id,
-        partnerId=credential.partner_id,
-        reason=reason,
-        reauthorizeLinkId=link.id,
-        reauthorizeLink=link_url(links.connect_base(), link.id, token),
-        reauthorizeLinkExpiresAt=clock.iso(link.expires_at),
-    )
+    events.emit("oauth_app.invalid", tenant_id, partnerId=partner_id, error=error)
 
 
-def _timeouts() -> tuple[float, float]:
-    return settings().test_connect_timeout, settings().test_read_timeout
+def app_refused_key(tenant_id: str, partner_id: int) -> dict[str, str]:
+    return {"pk": f"TENANT#{tenant_id}", "sk": f"APPREFUSED#{partner_id}"}
 
 
 def _allow_local_http() -> None:

@@ -14,6 +14,7 @@ it is still due: running the sweep twice for one moment, or receiving a message 
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import replace
 from datetime import timedelta
@@ -29,6 +30,11 @@ from grantlink.store import default as default_store
 # The worker's parts (events, links, oauth: the Encryption SDK path, the partner calls) are imported by the worker's
 # functions, so the sweep's function, which only reads the due index and queues, does not load them at cold start.
 
+# The worker runs a batch's records several at once and starts none it cannot finish: a refresh needs at most the
+# token call's deadline (≤ 25 s) plus the key fetch and the write's retries, so 30 s before the function's timeout
+# (60 s in template.yaml) it stops taking records and reports the rest failed for SQS to deliver again.
+WORKER_CONCURRENCY = 5
+RECORD_RESERVE_SECONDS = 30
 BACKOFF_FIRST_SECONDS = 60
 BACKOFF_MAX_SECONDS = 3600
 SQS_BATCH = 10
@@ -77,16 +83,47 @@ def process(message: dict[str, Any], store: Store | None = None) -> str:
     kind, _, item_id = pk.partition("#")
     if kind == "SHARE":
         return expire_link(item_id, store)
+    if kind == "CRED" and isinstance(message.get("kept"), dict):
+        return _store_kept_token(message["kept"], store)
     if kind == "CRED":
         return renew_credential(item_id, store)
+    if kind == "OUTBOX":
+        from grantlink import outbox
+
+        return outbox.resend(item_id, store)
     raise ValueError("not a renewal message")
 
 
+def queue_kept_token(item: dict[str, Any], sqs: Any = None) -> None:
+    """The last place refreshed tokens can wait when the table cannot be written: a renewal message (the
+    secret is the sealed ciphertext, base64) that the worker writes to the table as the kept token."""
+    kept = {**item, "secret": base64.b64encode(item["secret"]).decode()}
+    body = json.dumps({"pk": f"CRED#{item['credentialId']}", "sk": "KEPT", "kept": kept})
+    (sqs or aws.client("sqs")).send_message(QueueUrl=settings().renewal_queue_url, MessageBody=body)
+
+
+def _store_kept_token(kept: dict[str, Any], store: Store) -> str:
+    store.put_kept_token({**kept, "secret": base64.b64decode(kept["secret"])})
+    return "token_kept"
+
+
 def expire_link(link_id: str, store: Store) -> str:
+    """A waiting link past its expiry gets one `share.expired`. A link that was never used (told about, if it
+    expired waiting) is deleted at its clean-up time and leaves the tenant's counters in the same transaction."""
     from grantlink import events, links
+    from grantlink.models import LinkStatus
 
     link = store.get_link(link_id)
-    if link is None or link.expiry_notified or not link.is_expired():
+    if link is None:
+        return "skipped"
+    told = link.expiry_notified or not link.is_expired()
+    if told and link.status != LinkStatus.GRANTED and link.cleanup_at and link.cleanup_at <= clock.now():
+        try:
+            store.delete_link(link)
+        except ConditionFailed:
+            return "skipped"  # changed meanwhile (regenerated, consumed): the next state decides
+        return "share_deleted"
+    if link.expiry_notified or not link.is_expired():
         return "skipped"
     after = replace(link, expiry_notified=True, version=link.version + 1)
     try:
@@ -105,6 +142,8 @@ def expire_link(link_id: str, store: Store) -> str:
 
 
 def renew_credential(credential_id: str, store: Store) -> str:
+    """Refresh a due credential (or warn that it cannot be). Every outcome moves the credential on: refreshed,
+    a terminal state with one event, or a back-off; nothing sends the same item round the queue for ever."""
     from grantlink import oauth
 
     credential = store.get_credential(credential_id)
@@ -115,11 +154,36 @@ def renew_credential(credential_id: str, store: Store) -> str:
         return _warn_expiring(credential, store)
     try:
         oauth.refresh(credential, store)
-    except errors.Conflict as exc:
-        return exc.code  # reauthorization_required / no_refresh_token: the tenant was told
-    except errors.ServiceUnavailable:
-        return _record_failure(credential_id, store)
+    except errors.GrantlinkError as exc:
+        return _after_failed_refresh(credential, store, exc)
+    except ConditionFailed:
+        return "skipped"  # the credential changed under us; the next sweep sees its new state
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure backs off like a transient one
+        logger.exception("refresh failed unexpectedly", extra={"credential": credential_id})
+        return _record_failure(credential, store, reason=type(exc).__name__)
     return "refreshed"
+
+
+PERMANENT = {
+    "oauth_app_missing": "oauth_app_missing",  # the tenant deleted its OAuth app: nothing can refresh the grant
+    "no_refresh_token": "no_refresh_token",
+    "decryption_failed": "secret_unreadable",  # the stored secret cannot be decrypted: only a reconnect helps
+}
+
+
+def _after_failed_refresh(credential: Credential, store: Store, exc: errors.GrantlinkError) -> str:
+    from grantlink import oauth
+
+    if exc.code == "reauthorization_required":
+        return exc.code  # the refresh already moved it and told the tenant
+    if exc.code in PERMANENT:
+        fresh = store.get_credential(credential.id)
+        if fresh is not None and oauth.mark_reauthorization_required(fresh, store, PERMANENT[exc.code]):
+            return "reauthorization_required"
+        return "skipped"
+    if exc.code == "refresh_in_progress":
+        return "skipped"  # another caller holds the lease; its outcome is recorded by it
+    return _record_failure(credential, store, reason=exc.code, give_up=exc.code != "oauth_app_invalid")
 
 
 def _warn_expiring(credential: Credential, store: Store) -> str:
@@ -127,7 +191,7 @@ def _warn_expiring(credential: Credential, store: Store) -> str:
 
     after = replace(credential, expiry_warned=True, version=credential.version + 1)
     try:
-        store.transact(*store.credential_write(credential, after))
+        store.transact(*store.credential_update(credential, after))
     except ConditionFailed:
         return "skipped"
     events.emit(
@@ -141,26 +205,30 @@ def _warn_expiring(credential: Credential, store: Store) -> str:
     return "expiring"
 
 
-def _record_failure(credential_id: str, store: Store) -> str:
-    """Count a transient failure and back off exponentially; give up after failures spanning the limit."""
+def _record_failure(credential: Credential, store: Store, *, reason: str, give_up: bool = True) -> str:
+    """Count a transient failure and back off exponentially; give up after failures spanning the limit (not for
+    a refused OAuth app: that is the tenant's configuration, the grant itself may be fine). `credential` is the
+    item as read before the attempt: if it was refreshed since (by another caller), nothing is recorded."""
     from grantlink import events, oauth
 
-    credential = store.get_credential(credential_id)
-    if credential is None or credential.state != CredentialState.ACTIVE:
+    latest = store.get_credential(credential.id)
+    if latest is None or latest.state != CredentialState.ACTIVE:
         return "skipped"
+    if latest.secret_id != credential.secret_id or latest.last_refreshed_at != credential.last_refreshed_at:
+        return "skipped"  # refreshed meanwhile: the failure is not this credential's state any more
     now = clock.now().replace(microsecond=0)
-    since = credential.failing_since or now
-    failures = credential.refresh_failures + 1
-    if now - since >= timedelta(seconds=settings().refresh_give_up_seconds):
-        oauth.mark_reauthorization_required(credential, store, f"refresh failing since {clock.iso(since)}")
+    since = latest.failing_since or now
+    failures = latest.refresh_failures + 1
+    if give_up and now - since >= timedelta(seconds=settings().refresh_give_up_seconds):
+        oauth.mark_reauthorization_required(latest, store, f"refresh failing since {clock.iso(since)}")
         return "reauthorization_required"
     delay = min(BACKOFF_FIRST_SECONDS * 2 ** (failures - 1), BACKOFF_MAX_SECONDS)
     after = replace(
-        credential, refresh_failures=failures, failing_since=since, retry_at=now + timedelta(seconds=delay),
-        version=credential.version + 1,
+        latest, refresh_failures=failures, failing_since=since, retry_at=now + timedelta(seconds=delay),
+        version=latest.version + 1,
     )  # fmt: skip
     try:
-        store.transact(*store.credential_write(credential, after))
+        store.transact(*store.credential_update(latest, after))
     except ConditionFailed:
         return "skipped"
     events.emit(
@@ -171,5 +239,6 @@ def _record_failure(credential_id: str, store: Store) -> str:
         failures=failures,
         failingSince=clock.iso(since),
         nextAttemptAt=clock.iso(after.retry_at) if after.retry_at else None,
+        reason=reason,
     )
     return "refresh_failed"

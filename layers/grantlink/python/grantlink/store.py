@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
+from dataclasses import replace
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -43,6 +45,16 @@ TRANSIENT = {
     "TransactionConflictException",
     "TransactionInProgressException",
     "ResourceNotFoundException",
+    # Access to the table or to its KMS key refused (IAM, the key policy, a disabled, pending-deletion or deleted
+    # key, expired or unknown credentials): a clean 503 with nothing written, and an error log for the operator.
+    "AccessDeniedException",
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSNotFoundException",
+    "KMSThrottlingException",
+    "UnrecognizedClientException",
+    "ExpiredTokenException",
 }
 
 
@@ -73,6 +85,8 @@ def _translate(exc: Exception, operation: str) -> Exception:
             if not set(reasons) - {"None", "TransactionConflict", "ThrottlingError", None}:
                 return errors.ServiceUnavailable()
         if code in TRANSIENT:
+            if code.startswith("KMS") or code in ("AccessDeniedException", "UnrecognizedClientException"):
+                logger.error("dynamodb access refused", extra={"operation": operation, "code": code})
             return errors.ServiceUnavailable()
     elif isinstance(exc, BotoCoreError):
         return errors.ServiceUnavailable()
@@ -196,6 +210,51 @@ class Store:
         item = self.get_item({"pk": f"TENANT#{tenant_id}", "sk": f"STATS#{kind}"}, consistent=False) or {}
         return {k: int(v) for k, v in item.items() if k not in ("pk", "sk")}
 
+    def delete_link(self, link: ShareLink) -> None:
+        """Delete a link at its clean-up time and take it out of the tenant's counters, in one transaction."""
+        self.transact(
+            {
+                "Delete": {
+                    "Key": serialize(link_key(link.id)),
+                    # Protects: only the link as read is deleted (not one regenerated or consumed meanwhile), once,
+                    # so the counters drop exactly once.
+                    "ConditionExpression": "#v = :v AND tenantId = :t",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": serialize({":v": link.version, ":t": link.tenant_id}),
+                }
+            },
+            stats_update(link.tenant_id, "SHARE", {"total": -1, f"s{int(link.status)}": -1}),
+        )
+
+    def count_failed_test(self, link_id: str, token_hash: str, cap: int) -> int:
+        """Add one failed connection test to a waiting link; returns the new count. ConditionFailed when the
+        link's token changed, it stopped waiting, or it already holds `cap` failures. (The version is left alone:
+        a concurrent successful submit still consumes the link; the full-item writes that follow a stale read
+        either end the link or reset the count.)"""
+        answer = self._call(
+            "update_item",
+            TableName=self.table,
+            Key=serialize(link_key(link_id)),
+            UpdateExpression="ADD failedTests :one",
+            # Protects: the cap under concurrent submits (the ADD is atomic, the count never passes `cap`), and a
+            # failure of an old token never counts against the token a PUT issued meanwhile.
+            ConditionExpression=(
+                "tokenHash = :h AND #s IN (:w, :o) AND (attribute_not_exists(failedTests) OR failedTests < :cap)"
+            ),
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=serialize(
+                {
+                    ":one": 1,
+                    ":h": token_hash,
+                    ":w": int(LinkStatus.WAITING),
+                    ":o": int(LinkStatus.WAITING_FOR_OAUTH),
+                    ":cap": cap,
+                }
+            ),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"]["failedTests"]["N"])
+
     def link_write(self, before: ShareLink, after: ShareLink, ttl: int | None) -> list[dict[str, Any]]:
         """The actions that replace `before` with `after`, guarded by version, with the status counters."""
         actions = [_put(link_to_item(after, ttl), "#v = :v AND tenantId = :t", before.version, before.tenant_id)]
@@ -212,18 +271,36 @@ class Store:
         return credential_from_item(item) if item and item.get("type") == "credential" else None
 
     def credential_write(self, before: Credential | None, after: Credential) -> list[dict[str, Any]]:
-        """Create `after`, or replace `before` if its version is unchanged; keeps the tenant's counters right."""
+        """Create `after`, or replace `before` whole (a new secret from the connect page or an OAuth grant) if its
+        version is unchanged; keeps the tenant's counters right. Replacing drops any refresh lease: a refresh in
+        flight then keeps its token aside (`put_kept_token`) instead of overwriting the new grant."""
+        item = {**credential_to_item(after), "secretId": new_secret_id()}
         if before is None:
             # Protects: a new credential id never overwrites an existing credential.
-            put = {
-                "Put": {"Item": serialize(credential_to_item(after)), "ConditionExpression": "attribute_not_exists(pk)"}
-            }
+            put = {"Put": {"Item": serialize(item), "ConditionExpression": "attribute_not_exists(pk)"}}
             return [put, stats_update(after.tenant_id, "CRED", {"total": 1, **credential_counters(after, 1)})]
-        actions = [_put(credential_to_item(after), "#v = :v AND tenantId = :t", before.version, before.tenant_id)]
-        deltas = _merge(credential_counters(before, -1), credential_counters(after, 1))
-        if deltas:
-            actions.append(stats_update(before.tenant_id, "CRED", deltas))
-        return actions
+        return [_put(item, "#v = :v AND tenantId = :t", before.version, before.tenant_id), *_counters(before, after)]
+
+    def credential_update(self, before: Credential, after: Credential) -> list[dict[str, Any]]:
+        """Change a credential's metadata (title, state, test result, back-off…) in place: only the attributes
+        that differ are set or removed, so the sealed secret and the refresh lease are never touched."""
+        if after.secret != before.secret or after.secret_id != before.secret_id:
+            raise ValueError("a metadata update never changes the secret")
+        # Protects: the change was computed from the current item (version), of this tenant.
+        return [_diff_update(before, after, "#version = :v AND tenantId = :t", ()), *_counters(before, after)]
+
+    def refreshed_write(
+        self, before: Credential, after: Credential, owner: str, *, drop_kept: bool
+    ) -> list[dict[str, Any]]:
+        """Store a refreshed secret and drop the lease, only while `owner` still holds it (`before` is the item as
+        re-read under the lease, so metadata written meanwhile is kept); `drop_kept` deletes a kept token."""
+        after = replace(after, secret_id=new_secret_id())
+        # Protects: only the lease holder stores what its token call returned, over the item it last read.
+        condition = "leaseOwner = :o AND #version = :v AND tenantId = :t"
+        actions = [_diff_update(before, after, condition, ("leaseOwner", "leaseUntil"), o=owner)]
+        if drop_kept:
+            actions.append({"Delete": {"Key": serialize(kept_token_key(before.id))}})
+        return [*actions, *_counters(before, after)]
 
     def credential_delete(self, cred: Credential) -> list[dict[str, Any]]:
         return [
@@ -290,6 +367,13 @@ class Store:
         except ConditionFailed:
             return None
         return credential_from_item(deserialize(answer["Attributes"]))
+
+    def put_kept_token(self, item: dict[str, Any]) -> None:
+        """Keep a refreshed secret (already sealed) that could not be stored on the credential."""
+        self._call("put_item", TableName=self.table, Item=serialize({**item, **kept_token_key(item["credentialId"])}))
+
+    def get_kept_token(self, credential_id: str) -> dict[str, Any] | None:
+        return self.get_item(kept_token_key(credential_id))
 
     def release_lease(self, credential_id: str, owner: str) -> None:
         # Suppressed: the lease had already expired and been taken over, or the item was rewritten.
@@ -371,8 +455,51 @@ class Store:
             },
         )
 
+    def put_api_key(self, tenant_id: str, key_hash: str, key_item: dict[str, Any]) -> None:
+        """Another key for an existing tenant; ConditionFailed when there is no such tenant."""
+        self.transact(
+            # Protects: keys are only added to tenants that exist.
+            {
+                "ConditionCheck": {
+                    "Key": serialize({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+            # Protects: a key hash is never reused.
+            {
+                "Put": {
+                    "Item": serialize({"pk": f"APIKEY#{key_hash}", "sk": "APIKEY", **key_item}),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        )
+
     def get_api_key(self, key_hash: str) -> dict[str, Any] | None:
         return self.get_item({"pk": f"APIKEY#{key_hash}", "sk": "APIKEY"}, consistent=False)
+
+
+def kept_token_key(credential_id: str) -> dict[str, str]:
+    """Where a refreshed secret waits when it could not be written to its credential (see oauth.refresh)."""
+    return {"pk": f"CRED#{credential_id}", "sk": "KEPT"}
+
+
+def new_secret_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _counters(before: Credential, after: Credential) -> list[dict[str, Any]]:
+    deltas = _merge(credential_counters(before, -1), credential_counters(after, 1))
+    return [stats_update(before.tenant_id, "CRED", deltas)] if deltas else []
+
+
+def _diff_update(
+    before: Credential, after: Credential, condition: str, also_remove: tuple[str, ...], **values: Any
+) -> dict[str, Any]:
+    """An Update that turns `before`'s item into `after`'s: SET what changed, REMOVE what went."""
+    old, new = credential_to_item(before), credential_to_item(after)
+    sets = {k: v for k, v in new.items() if old.get(k) != v}
+    removes = tuple(k for k in old if k not in new) + also_remove
+    return update(credential_key(before.id), sets, removes, condition, v=before.version, t=before.tenant_id, **values)
 
 
 def oauth_app_key(tenant_id: str, partner_id: int) -> dict[str, str]:
@@ -387,7 +514,7 @@ def update(key: dict[str, Any], sets: dict[str, Any], removes: tuple[str, ...], 
     """An Update action for a transaction: SET each of `sets`, REMOVE each of `removes`, if `condition` holds.
     `values` are the condition's `:name` placeholders (given without the colon)."""
     names = {f"#s{i}": name for i, name in enumerate(sets)} | {f"#r{i}": name for i, name in enumerate(removes)}
-    expression = "SET " + ", ".join(f"#s{i} = :s{i}" for i in range(len(sets)))
+    expression = ("SET " + ", ".join(f"#s{i} = :s{i}" for i in range(len(sets)))) if sets else ""
     if removes:
         expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
     placeholders = {f":s{i}": v for i, v in enumerate(sets.values())} | {f":{k}": v for k, v in values.items()}
