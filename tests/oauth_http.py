@@ -13,8 +13,10 @@ by the log file of the stack it came from, so that O11 can look for each in that
 from __future__ import annotations
 
 import html
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from hashlib import sha256
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -108,6 +110,18 @@ def secret(stack: dict[str, Any], credential_id: str) -> requests.Response:
     if answer.status_code == 200:
         saw(stack, "access token", answer.json()["data"]["fields"]["accessToken"])
     return answer
+
+
+def secrets_at_once(stack: dict[str, Any], credential_id: str, count: int = 10) -> list[requests.Response]:
+    """`count` GET /credentials/{id}/secret released together (a barrier), their answers in order."""
+    ready = threading.Barrier(count)
+
+    def read(_: int) -> requests.Response:
+        ready.wait(timeout=10)
+        return secret(stack, credential_id)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(read, range(count)))
 
 
 def connect(stack: dict[str, Any], title: str = "OAuth HTTP test") -> tuple[dict[str, Any], str]:

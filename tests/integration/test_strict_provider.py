@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 import pytest
 import requests
 
-from tests.oauth_http import link_status, new_oauth_link, query, secret, start
+from tests.oauth_http import link_status, new_oauth_link, query, secret, secrets_at_once, start
 from tests.stack import auth, http, start_stack, stop_stack, url
 from tests.tls import TLSFiles, make_ca_and_cert
 
@@ -290,14 +288,7 @@ def test_ten_concurrent_reads_of_a_due_credential_make_one_token_call(strict_sta
     then all answer 200 with the same access token, the provider saw exactly one refresh (one rotation, grant
     not revoked; one more read then makes exactly the second), and the credential is still active."""
     credential_id, grant = connect(strict_stack, "strict: ten concurrent reads")
-    ready = threading.Barrier(10)
-
-    def read(_: int) -> requests.Response:
-        ready.wait(timeout=10)
-        return secret(strict_stack, credential_id)
-
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        answers = list(pool.map(read, range(10)))
+    answers = secrets_at_once(strict_stack, credential_id)
 
     assert [a.status_code for a in answers] == [200] * 10, [(a.status_code, a.text) for a in answers]
     tokens = {a.json()["data"]["fields"]["accessToken"] for a in answers}

@@ -18,13 +18,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-import requests
 
 from grantlink import connect, connections, errors, links, oauth, observability, pages, providers, renewal
 from grantlink.models import CreateLinkRequest, CredentialState, LinkStatus
@@ -45,6 +43,7 @@ from tests.oauth_http import (
     query,
     saw,
     secret,
+    secrets_at_once,
     settled,
     start,
     text,
@@ -515,14 +514,7 @@ def test_o6_ten_concurrent_reads_make_one_refresh(short_ttl_stack: dict[str, Any
     assert meta["accessExpiresAt"] and meta["lastRefreshedAt"] is None
     before = token_requests(stack, REFRESH)
 
-    ready = threading.Barrier(10)
-
-    def read(_: int) -> requests.Response:
-        ready.wait(timeout=10)
-        return secret(stack, credential_id)
-
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        answers = list(pool.map(read, range(10)))
+    answers = secrets_at_once(stack, credential_id)
     assert [a.status_code for a in answers] == [200] * 10, [(a.status_code, a.text) for a in answers]
     tokens = {a.json()["data"]["fields"]["accessToken"] for a in answers}
     assert len(tokens) == 1 and next(iter(tokens))

@@ -264,3 +264,25 @@ def test_a_failure_is_not_stamped_on_a_credential_refreshed_meanwhile(provider_s
     assert renewal._record_failure(seen, default_store(), reason="timeout") == "skipped"
     credential = default_store().get_credential(credential_id)
     assert credential is not None and credential.refresh_failures == 0 and credential.retry_at is None
+
+
+def test_kept_tokens_that_do_not_decrypt_do_not_break_the_credential(
+    strict: FakeAuthorizationServer, table_items: Any
+) -> None:
+    """Given a kept-token item whose ciphertext is damaged, when the credential is refreshed,
+    then the stored refresh token is used as before, and the damaged item is removed."""
+    credential_id = connected_credential(strict)
+    credential = default_store().get_credential(credential_id)
+    assert credential is not None
+    damaged = bytearray(credential.secret)
+    damaged[-5] ^= 0xFF
+    default_store().put_kept_token(
+        {
+            "type": "kept_token",
+            "credentialId": credential_id,
+            "secret": bytes(damaged),
+            "replaces": credential.secret_id,
+        }
+    )
+    assert_next_refresh_uses_the_rotated_token(strict, credential_id)
+    assert not [i for i in table_items() if i["sk"]["S"] == "KEPT"]

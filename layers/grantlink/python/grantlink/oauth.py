@@ -541,7 +541,11 @@ def _kept_values(kept: dict[str, Any] | None, current: Credential) -> dict[str, 
     if kept is None or kept.get("replaces", "") != current.secret_id:
         return None
     context = crypto.context_for(current.tenant_id, current.id, PURPOSE)
-    return dict(json.loads(crypto.default().decrypt(bytes(kept["secret"]), context))["fields"])
+    try:
+        return dict(json.loads(crypto.default().decrypt(bytes(kept["secret"]), context))["fields"])
+    except errors.CryptoError:
+        logger.error("kept tokens do not decrypt; ignored", extra={"credential": current.id})
+        return None  # the stored secret still works as it did; the refresh deletes the kept item
 
 
 def _refresh_now(
