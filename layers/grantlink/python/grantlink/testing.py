@@ -14,21 +14,16 @@ the CA bundle. This module reads at most `MAX_BODY_BYTES` of body and turns each
 
 from __future__ import annotations
 
-import base64
 import json
-import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, get_args
-from urllib.parse import quote
 
-from grantlink import clock, errors
+from grantlink import clock, placement
 from grantlink.models import TestCategory
 from grantlink.observability import logger
-from grantlink.providers import BasicAuth, BearerAuth, HeaderAuth, Provider
+from grantlink.providers import Provider
 
 if TYPE_CHECKING:
     # Imported where a partner is called: the functions that only import this module skip requests.
@@ -43,8 +38,6 @@ NOT_ALLOWED = "The provider's address is not allowed."
 AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"})
 PERMISSION_ERRORS = frozenset({"missing_scope", "no_permission"})
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_UNSENDABLE = re.compile(r"[\x00-\x1f\x7f]")
 _MISSING = object()
 _NOT_JSON = object()
 
@@ -144,64 +137,11 @@ def check_credential(
 def _build_call(provider: Provider, values: Mapping[str, str]) -> _Call:
     test = provider.test
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-    headers.update({name: _render(provider, values, value) for name, value in test.headers.items()})
+    headers.update({name: placement.render(provider, values, value) for name, value in test.headers.items()})
     params: dict[str, str] = {}
-    _apply_auth(provider, values, headers, params)
-    url = _PLACEHOLDER.sub(lambda match: _url_value(provider, values, match[1]), provider.base_url + test.path)
+    placement.apply_auth(provider, values, headers, params)
+    url = placement.fill_url(provider, values, provider.base_url + test.path)
     return _Call(method=test.method, url=url, headers=headers, params=params, body=test.body)
-
-
-def _apply_auth(provider: Provider, values: Mapping[str, str], headers: dict[str, str], params: dict[str, str]) -> None:
-    auth = provider.auth
-    if isinstance(auth, BasicAuth):
-        pair = f"{_render(provider, values, auth.username, header=False)}:"
-        pair += _render(provider, values, auth.password, header=False)
-        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-    elif isinstance(auth, BearerAuth):
-        headers["Authorization"] = "Bearer " + _render(provider, values, auth.value)
-    elif isinstance(auth, HeaderAuth):
-        headers[auth.header] = _render(provider, values, auth.value)
-    else:
-        params[auth.param] = _render(provider, values, auth.value, header=False)
-
-
-def _render(provider: Provider, values: Mapping[str, str], template: str, *, header: bool = True) -> str:
-    """`template` with every {name} replaced in one pass, so a value cannot smuggle in another placeholder."""
-    return _PLACEHOLDER.sub(lambda match: _credential_value(provider, values, match[1], header), template)
-
-
-def _credential_value(provider: Provider, values: Mapping[str, str], name: str, header: bool) -> str:
-    if provider.field(name) is None and not (name == "accessToken" and provider.oauth):
-        raise errors.GrantlinkError(f"Partner {provider.slug} uses an unknown placeholder {{{name}}}.")
-    value = _value(values, name)
-    if header and (_UNSENDABLE.search(value) or value != value.strip() or _not_latin1(value)):
-        raise errors.BadRequest(f"The {name} value contains characters that cannot be sent.", code="invalid_field")
-    return value
-
-
-def _url_value(provider: Provider, values: Mapping[str, str], name: str) -> str:
-    field = provider.field(name)
-    if field is None or field.secret or field.pattern is None:
-        raise errors.GrantlinkError(f"Partner {provider.slug} uses {{{name}}} in a URL without a safe field.")
-    value = _value(values, name)
-    if not field.accepts(value):
-        raise errors.BadRequest(f"{field.label} is not valid.", code="invalid_field")
-    return quote(value, safe="")
-
-
-def _value(values: Mapping[str, str], name: str) -> str:
-    value = values.get(name)
-    if not isinstance(value, str):
-        raise errors.BadRequest(f"The {name} value is missing.", code="invalid_field")
-    return value
-
-
-def _not_latin1(value: str) -> bool:
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 # --- sending and reading: through the outbound door ------------------------------------------------------
@@ -302,23 +242,9 @@ def _reported_error(name: str, status: int, document: Any) -> _Outcome:
 
 
 def _rate_limit_message(name: str, retry_after: str | None) -> str:
-    wait = _retry_after_seconds(retry_after)
+    wait = placement.retry_after_seconds(retry_after)
     later = f"try again in {_seconds(wait)}" if wait is not None else "try again later"
     return f"{name} is limiting requests (HTTP 429); {later}."
-
-
-def _retry_after_seconds(value: str | None) -> int | None:
-    """Retry-After as whole seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
-    value = (value or "").strip()
-    if re.fullmatch(r"[0-9]{1,9}", value):
-        return int(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0, math.ceil((moment - clock.now()).total_seconds()))
 
 
 def _dig(document: Any, path: str) -> Any:

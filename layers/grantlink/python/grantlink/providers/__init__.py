@@ -26,6 +26,21 @@ _UNSAFE_URL_VALUES = ("", "a/b", "a\\b", "a?b", "a#b", "a@b", "a:b", "a%2fb", "a
 _RESERVED_AUTHORIZE_PARAMS = frozenset(
     {"client_id", "redirect_uri", "response_type", "scope", "state", "code_challenge", "code_challenge_method"}
 )
+# A token-response field that is a whole origin (Salesforce's instance_url) must be refused in these shapes.
+_UNSAFE_ORIGINS = (
+    "", "http://a.example", "https://a.example/", "https://a.example/x", "https://u@a.example",
+    "https://a.example?x", "https://a.example#x", "https://a.example\\x", "//a.example", "javascript:x",
+    "https://a.example ", "https://a.example\n", "https://127.0.0.1", "https://a.example:1",
+)  # fmt: skip
+# Token-response fields that are secrets or already kept under their own names: never metadata.
+_TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "token_type", "expires_in", "scope"})
+_TOKEN_VALUES = frozenset({"accessToken", "refreshToken", "tokenType", "scope", "expiresAt"})
+# Request headers a catalogue may not let callers forward: credentials, routing and framing.
+_UNFORWARDABLE = re.compile(
+    r"^(authorization|proxy-.*|cookie|host|x-forwarded-.*|forwarded|connection|keep-alive|te|trailer|"
+    r"transfer-encoding|upgrade|content-length|x-amz-.*|x-api-key)$",
+    re.I,
+)
 
 AuthType = Literal["api_key", "basic", "oauth2"]
 
@@ -54,7 +69,20 @@ def _text(max_length: int) -> Any:
     return Field(min_length=1, max_length=max_length)
 
 
+def _proxy_url(value: str, info: ValidationInfo) -> str:
+    # A proxy base URL may start with a token-metadata placeholder that is a whole origin ({instanceUrl}).
+    if not re.fullmatch(r"\{[a-z][a-zA-Z0-9_]*\}(/\S*)?", value):
+        _url(value, info)
+    if "?" in value or "#" in value:
+        raise ValueError("must not hold a query or a fragment")
+    return value
+
+
 Url = Annotated[str, AfterValidator(_url)]
+ProxyUrl = Annotated[str, Field(max_length=500), AfterValidator(_proxy_url)]
+Hostname = Annotated[
+    str, Field(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$", max_length=253)
+]
 Template = Annotated[str, _text(500)]
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")]
 DottedPath = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
@@ -125,6 +153,15 @@ class CheckRequest(_Model):
     error_when: ErrorWhen | None = None
 
 
+class TokenMetadata(_Model):
+    """A non-secret token-response field kept with the credential, e.g. Salesforce's `instance_url` as
+    `instanceUrl`, usable as a placeholder in the proxy base URL."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
+    field: Annotated[str, Field(pattern=r"^[a-z][a-zA-Z0-9_]*$", max_length=40)]
+    pattern: Annotated[str, Field(min_length=1), AfterValidator(_regex)]
+
+
 class OAuth(_Model):
     authorize_url: Url
     token_url: Url
@@ -134,11 +171,48 @@ class OAuth(_Model):
     pkce: bool = True
     issuer: Url | None = None
     client_auth: Literal["basic", "body"]
+    token_metadata: Annotated[list[TokenMetadata], Field(max_length=5)] = []
 
     @model_validator(mode="after")
     def _no_reserved_params(self) -> OAuth:
         if reserved := sorted(_RESERVED_AUTHORIZE_PARAMS & self.extra_authorize_params.keys()):
             raise ValueError(f"extraAuthorizeParams may not set {', '.join(reserved)}")
+        for entry in self.token_metadata:
+            if entry.name in _TOKEN_FIELDS or entry.field in _TOKEN_VALUES:
+                raise ValueError(
+                    f"tokenMetadata may not keep {entry.name!r} as {entry.field!r}: tokens are not metadata"
+                )
+        if len({entry.field for entry in self.token_metadata}) != len(self.token_metadata):
+            raise ValueError("tokenMetadata fields must be unique")
+        return self
+
+    def metadata(self, field: str) -> TokenMetadata | None:
+        """The token metadata kept under this field name, or None."""
+        return next((entry for entry in self.token_metadata if entry.field == field), None)
+
+
+class ProxyRetry(_Model):
+    """Partner answers the proxy retries itself: these statuses, up to `maxAttempts` calls in all, waiting what
+    the partner's Retry-After asks up to `maxWaitSeconds` (never past the proxy's deadline)."""
+
+    statuses: Annotated[list[Annotated[int, Field(ge=400, le=599)]], Field(min_length=1, max_length=10)]
+    max_attempts: Annotated[int, Field(ge=1, le=3)]
+    max_wait_seconds: Annotated[int, Field(ge=0, le=10)]
+
+
+class ProxySettings(_Model):
+    """What the authenticated proxy needs beyond `baseUrl` and `auth`."""
+
+    base_url: ProxyUrl | None = None
+    allowed_hosts: Annotated[list[Hostname], Field(max_length=10)] = []
+    headers: dict[HeaderName, Annotated[str, _text(500)]] = {}
+    forward_headers: Annotated[list[HeaderName], Field(max_length=20)] = []
+    retry: ProxyRetry | None = None
+
+    @model_validator(mode="after")
+    def _forwardable(self) -> ProxySettings:
+        if refused := [name for name in [*self.forward_headers, *self.headers] if _UNFORWARDABLE.match(name)]:
+            raise ValueError(f"proxy headers may not name {refused[0]!r}")
         return self
 
 
@@ -154,6 +228,12 @@ class Provider(_Model):
     auth: Auth
     test: CheckRequest
     oauth: OAuth | None = None
+    proxy: ProxySettings | None = None
+
+    @property
+    def proxy_base_url(self) -> str:
+        """The proxy's base URL template: `proxy.baseUrl`, else `baseUrl`."""
+        return (self.proxy.base_url if self.proxy else None) or self.base_url
 
     def public_view(self) -> dict[str, Any]:
         """What the connect page and the partners API may show: no auth, test or OAuth internals."""
@@ -172,6 +252,10 @@ class Provider(_Model):
         for template in self._url_templates():
             for name in _PLACEHOLDER.findall(template):
                 self._check_url_placeholder(name, template)
+        if self.proxy and self.proxy.base_url:
+            self._check_proxy_base_url(self.proxy.base_url)
+        if self.oauth and (clash := [m.field for m in self.oauth.token_metadata if self.field(m.field)]):
+            raise ValueError(f"tokenMetadata field {clash[0]!r} is also a form field")
         for template in self._credential_templates():
             for name in _PLACEHOLDER.findall(template):
                 if self.field(name) is None and not (name == "accessToken" and self.oauth):
@@ -193,6 +277,22 @@ class Provider(_Model):
         if unsafe := [value for value in _UNSAFE_URL_VALUES if field.accepts(value)]:
             raise ValueError(f"the pattern of field {name!r} is too loose for a URL: it accepts {unsafe[0]!r}")
 
+    def _check_proxy_base_url(self, template: str) -> None:
+        """Form fields as in every URL; token metadata as a whole origin at the start, else as a URL segment."""
+        for name in _PLACEHOLDER.findall(template):
+            metadata = self.oauth.metadata(name) if self.oauth else None
+            if metadata is None:
+                if template.startswith("{"):
+                    raise ValueError(f"only token metadata may be the whole origin of {template!r}")
+                self._check_url_placeholder(name, template)
+                continue
+            at_origin = template.startswith(f"{{{name}}}")
+            unsafe_values = _UNSAFE_ORIGINS if at_origin else _UNSAFE_URL_VALUES
+            if unsafe := [value for value in unsafe_values if re.fullmatch(metadata.pattern, value)]:
+                raise ValueError(
+                    f"the pattern of token metadata {name!r} is too loose for a URL: it accepts {unsafe[0]!r}"
+                )
+
     def _url_templates(self) -> list[str]:
         oauth = self.oauth
         urls = [self.base_url, self.test.path]
@@ -203,7 +303,7 @@ class Provider(_Model):
     def _credential_templates(self) -> list[str]:
         auth = self.auth
         values = [auth.username, auth.password] if isinstance(auth, BasicAuth) else [auth.value]
-        return values + list(self.test.headers.values())
+        return values + list(self.test.headers.values()) + list(self.proxy.headers.values() if self.proxy else [])
 
 
 def all_providers() -> list[Provider]:
