@@ -1,5 +1,5 @@
-"""`python -m bench [coldstart] [calls] [overhead] [renewal] [--small]`: run the named benchmarks (all by
-default) and rewrite their sections of bench/RESULTS.md; the sections not run are kept as they were."""
+"""`python -m bench [coldstart] [calls] [overhead] [renewal] [proxy] [webhooks] [--small]`: run the named benchmarks
+(all by default) and rewrite their sections of bench/RESULTS.md; the sections not run are kept as they were."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import calls, coldstart, overhead, renewal
+from bench import calls, coldstart, overhead, proxy, renewal, webhooks
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 # Each benchmark, in the order of the file, with the heading its section starts with.
@@ -20,12 +20,14 @@ SECTIONS: dict[str, tuple[str, Callable[..., str]]] = {
     "calls": ("## AWS calls", calls.run),
     "overhead": ("## Warm overhead", overhead.run),
     "renewal": ("## Renewal", renewal.run),
+    "proxy": ("## Proxy", proxy.run),
+    "webhooks": ("## Webhooks", webhooks.run),
 }
 HEADER = (
     "# Benchmark results\n\n"
-    "Written by `make bench` (`python -m bench [coldstart] [calls] [overhead] [renewal]`: a run rewrites only the "
-    "sections it runs, and each section says where and when it ran). moto stands in for DynamoDB, KMS, SQS, "
-    "EventBridge and Secrets Manager (in process); the renewal throughput's OAuth server is the local "
+    "Written by `make bench` (`python -m bench [coldstart] [calls] [overhead] [renewal] [proxy] [webhooks]`: a run "
+    "rewrites only the sections it runs, and each section says where and when it ran). moto stands in for DynamoDB, "
+    "KMS, SQS, EventBridge and Secrets Manager (in process); the renewal throughput's OAuth server is the local "
     "`oauth2-mock-server`. Quote ratios and counts, not absolute times: this machine is shared and noisy."
 )
 

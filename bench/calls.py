@@ -469,8 +469,9 @@ def _demo_server(server: HTTPServer) -> None:
 
 
 @contextmanager
-def environment() -> Iterator[None]:
-    """moto with the template's resources, the functions' environment, and the partners on 127.0.0.1."""
+def environment() -> Iterator[HTTPServer]:
+    """moto with the template's resources, the functions' environment, and the partners on 127.0.0.1 (the server
+    they are on is yielded, for a benchmark to add endpoints)."""
     saved = dict(os.environ)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per partner request
     server = HTTPServer(host="127.0.0.1", port=0)
@@ -497,7 +498,7 @@ def environment() -> Iterator[None]:
             from tests.unit.oauth_fakes import fake_partner
 
             fake_partner(server, patches)
-            yield
+            yield server
     finally:
         patches.undo()
         server.clear()

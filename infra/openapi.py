@@ -7,6 +7,7 @@ serves it at /openapi.json with Swagger UI at /docs.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,23 @@ def document() -> dict[str, Any]:
     return doc
 
 
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def operations(doc: dict[str, Any], path: str, method: str) -> list[dict[str, Any]]:
+    """The documented operations of one route as API Gateway names it: its greedy `{name+}` is `{name}` in OpenAPI,
+    and `ANY` stands for every method documented on the path."""
+    item = doc.get("paths", {}).get(re.sub(r"\{(\w+)\+\}", r"{\1}", path), {})
+    methods = HTTP_METHODS if method == "ANY" else (method.lower(),)
+    return [item[m] for m in methods if m in item]
+
+
 def _mark_public_routes(doc: dict[str, Any], tpl: dict[str, Any]) -> None:
     """Routes without the authorizer say so (`security: []`); the rest inherit the global requirement."""
     for route in template.http_routes(tpl):
-        operation = doc.get("paths", {}).get(route.path, {}).get(route.method.lower())
-        if operation is not None and not route.authorized:
-            operation["security"] = []
+        for operation in operations(doc, route.path, route.method):
+            if not route.authorized:
+                operation["security"] = []
 
 
 GATEWAY_MESSAGE = {
@@ -75,15 +87,17 @@ def _gateway_answers(doc: dict[str, Any], tpl: dict[str, Any]) -> None:
     schemas["GatewayMessage"] = GATEWAY_MESSAGE
     gateway = {"$ref": "#/components/schemas/GatewayMessage"}
     for route in template.http_routes(tpl):
-        operation = doc.get("paths", {}).get(route.path, {}).get(route.method.lower())
-        if operation is None:
-            continue
-        responses = operation["responses"]
-        if route.authorized and "401" in responses:
-            content = responses["401"]["content"]["application/json"]
-            content["schema"] = {"oneOf": [content["schema"], gateway]}
-            responses["401"]["description"] += GATEWAY_401
-        responses["429"] = {"description": GATEWAY_429, "content": {"application/json": {"schema": gateway}}}
+        for operation in operations(doc, route.path, route.method):
+            _gateway_answers_of(operation, route.authorized, gateway)
+
+
+def _gateway_answers_of(operation: dict[str, Any], authorized: bool, gateway: dict[str, Any]) -> None:
+    responses = operation["responses"]
+    if authorized and "401" in responses:
+        content = responses["401"]["content"]["application/json"]
+        content["schema"] = {"oneOf": [content["schema"], gateway]}
+        responses["401"]["description"] += GATEWAY_401
+    responses["429"] = {"description": GATEWAY_429, "content": {"application/json": {"schema": gateway}}}
 
 
 def render() -> str:

@@ -129,6 +129,22 @@ def creds(name: str, credential_id: str = "", tenant: str = "tnt_a", **changes: 
     return invoke("credentials", event(name, tenant=tenant, **changes))
 
 
+def proxy_event(credential_id: str, path: str, method: str = "GET", **changes: Any) -> dict[str, Any]:
+    """An API Gateway event for ANY /credentials/{id}/proxy/{path+}: `method` on the partner's `path` (as sent, so
+    still percent-encoded); `event()`'s changes apply (tenant, scopes — which need credentials:proxy —, body, …)."""
+    evt = event("get_credential", path_id=credential_id, **changes)
+    reroute(evt, "ANY /credentials/{id}/proxy/{path+}", f"/credentials/{credential_id}/proxy/{path}")
+    evt["requestContext"]["http"]["method"] = method
+    evt["pathParameters"] = {"id": credential_id, "path": path}
+    return evt
+
+
+def token_event(credential_id: str, force: bool = False, **changes: Any) -> dict[str, Any]:
+    """An API Gateway event for GET /credentials/{id}/token[?forceRefresh=true]."""
+    evt = event("read_secret", path_id=credential_id, query={"forceRefresh": "true"} if force else {}, **changes)
+    return reroute(evt, "GET /credentials/{id}/token", f"/credentials/{credential_id}/token")
+
+
 def create_link(body: Any = VALID_LINK, **changes: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
     """POST /credentials/grant-access-sharing through the share_links handler, as tenant A unless told."""
     changes.setdefault("tenant", "tnt_a")

@@ -112,6 +112,15 @@ def secret(stack: dict[str, Any], credential_id: str) -> requests.Response:
     return answer
 
 
+def token(stack: dict[str, Any], credential_id: str, force: bool = False, key: str | None = None) -> requests.Response:
+    """GET the credential's current access token (`forceRefresh=true` when `force`); the token is noted for O11."""
+    params = {"forceRefresh": "true"} if force else {}
+    answer = http.get(url(stack, f"/credentials/{credential_id}/token"), params=params, headers=auth(stack, key))
+    if answer.status_code == 200:
+        saw(stack, "access token", answer.json()["data"]["accessToken"])
+    return answer
+
+
 def secrets_at_once(stack: dict[str, Any], credential_id: str, count: int = 10) -> list[requests.Response]:
     """`count` GET /credentials/{id}/secret released together (a barrier), their answers in order."""
     ready = threading.Barrier(count)

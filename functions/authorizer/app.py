@@ -3,6 +3,7 @@
 It identifies; the API functions enforce. A known key passes its tenant id and scopes on; an unknown one
 passes an empty tenant id so the function answers 401 in the API's own JSON envelope (an HTTP API authorizer
 cannot choose its status code). API Gateway itself answers 401 when the header is missing altogether.
+A full-access key made before the `credentials:proxy` scope existed passes it on too (tenants.effective_scopes).
 """
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""Credentials: list, read, rename/disable, delete, read the secret, reauthorize, audit."""
+"""Credentials: list, read, rename/disable, delete, read the secret or the current OAuth token, reauthorize, audit."""
 
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from grantlink.models import (
     ReauthorizeRequest,
     SecretEnvelope,
     ShareLinkEnvelope,
+    TokenEnvelope,
 )
 from grantlink.observability import logger, metrics, tracer
 
@@ -43,8 +44,15 @@ def list_credentials(
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
     partnerId: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
     state: Annotated[CredentialState | None, Query()] = None,
+    endUserId: Annotated[
+        str | None, Query(min_length=1, max_length=128, description="Only this end user's credentials.")
+    ] = None,
+    tag: Annotated[
+        str | None,
+        Query(max_length=321, description="`key:value`: only credentials with this tag (one tag filter a request)."),
+    ] = None,
 ) -> Response[CredentialListEnvelope]:
-    page, meta = connections.list_credentials(caller, partnerId, state, perPage, cursor)
+    page, meta = connections.list_credentials(caller, partnerId, state, perPage, cursor, end_user_id=endUserId, tag=tag)
     return api.ok([c.to_out() for c in page], meta=meta)
 
 
@@ -81,6 +89,20 @@ def delete_credential(id: CredentialId, caller: Tenant) -> Response[DeletedEnvel
 )
 def read_secret(id: CredentialId, caller: Tenant) -> Response[SecretEnvelope]:
     return api.ok(connections.read_secret(caller, id))
+
+
+@app.get(
+    CREDS + "/<id>/token",
+    summary="The current OAuth access token, refreshed first when due (scope credentials:secret; audited)",
+    responses=api.success_response(200, TokenEnvelope, "The access token and its expiry.")
+    | api.error_responses(400, 401, 403, 404, 409, 503),
+)
+def read_token(
+    id: CredentialId,
+    caller: Tenant,
+    forceRefresh: Annotated[bool, Query(description="Refresh now, even if the token is not due yet.")] = False,
+) -> Response[TokenEnvelope]:
+    return api.ok(connections.current_token(caller, id, force=forceRefresh))
 
 
 @app.post(

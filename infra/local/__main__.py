@@ -32,6 +32,8 @@ def main() -> int:
     print(f"  OAuth server: {stack.oauth_url} (demo-oauth, partner 9003)", flush=True)
     every = f"every {stack.jobs.interval:g} s" if stack.jobs.interval > 0 else "timer off"
     print(f"  Renewals:     {every}; POST {stack.api_url}/_local/sweep runs them now", flush=True)
+    print(f"  Webhooks:     sent from this process by the delivery function; PUT /webhooks with url "
+          f"{stack.api_url}/_local/webhook-sink, then GET it to see what arrived", flush=True)  # fmt: skip
     print(f"  OpenAPI:      {stack.api_url}/docs\n  (Ctrl-C stops it)", flush=True)
     stopping.wait()
     stack.stop()

@@ -167,12 +167,17 @@ def scheduler_event(schedule_input: str | None, schedule_arn: str, now: datetime
 
 
 class JobRunner:
-    """The sweep, then a drain of the renewal queue; on a timer, or once on demand. Runs never overlap."""
+    """The sweep, then a drain of the renewal queue; on a timer, or once on demand. Runs never overlap. The other
+    SQS-fed functions' queues (`others`: the webhook queue) are drained after each run, and every second by
+    `poll_others` (Lambda polls them continuously)."""
 
-    def __init__(self, sweep: Callable[[], Any], source: QueueSource, interval: float) -> None:
+    def __init__(
+        self, sweep: Callable[[], Any], source: QueueSource, interval: float, others: tuple[QueueSource, ...] = ()
+    ) -> None:
         self.sweep = sweep
         self.source = source
         self.interval = interval
+        self.others = others
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -182,7 +187,11 @@ class JobRunner:
             answer = self.sweep()
             queued = int(answer.get("queued", 0)) if isinstance(answer, dict) else 0
             drained = self.source.drain(stopping=self.stopping)
-        counts = {"queued": queued, "processed": drained.processed, "failed": drained.failed}
+            processed, failed = drained.processed, drained.failed
+            for other in self.others:
+                more = other.drain(stopping=self.stopping)
+                processed, failed = processed + more.processed, failed + more.failed
+        counts = {"queued": queued, "processed": processed, "failed": failed}
         if any(counts.values()):
             _log("INFO", "renewal run", **counts)
         return counts
@@ -193,6 +202,16 @@ class JobRunner:
             thread = threading.Thread(target=loop, name="local-jobs", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def poll_others(self) -> None:
+        """Drain the other queues every second until the runner stops."""
+        while not self.stopping.wait(1):
+            for other in self.others:
+                try:
+                    other.drain(stopping=self.stopping)
+                except Exception:  # noqa: BLE001 - moto stopping under us; anything else is reported
+                    if not self.stopping.is_set():
+                        _log("ERROR", "queue drain failed", traceback=traceback.format_exc())
 
     def stop(self, timeout: float = 10) -> None:
         self.stopping.set()
@@ -259,26 +278,48 @@ def from_template(
     sqs: Any,
     interval: float,
 ) -> JobRunner:
-    """The runner for the template's one ScheduleV2 function and one SQS-fed function; `handlers` by logical id."""
+    """The runner for the template's one ScheduleV2 function, the SQS-fed function it feeds (the renewal worker)
+    and every other SQS-fed function (the webhook delivery); `handlers` by logical id."""
     sweeper, event_name, schedule = _only(tpl, "ScheduleV2")
-    worker, _, feed = _only(tpl, "SQS")
-    queue = feed["Queue"]["Fn::GetAtt"][0]
+    swept = _swept_queue(tpl, sweeper)
+    feeds = event_sources(tpl, "SQS")
+    (worker, _, feed), *_more = [f for f in feeds if f[2]["Queue"]["Fn::GetAtt"][0] == swept]
     region, account, stack = (resolver.ref(f"AWS::{n}") for n in ("Region", "AccountId", "StackName"))
     schedule_arn = f"arn:aws:scheduler:{region}:{account}:schedule/default/{stack}-{event_name}"
 
     def sweep() -> Any:
         return _call(handlers, sweeper, scheduler_event(schedule.get("Input"), schedule_arn))
 
-    source = QueueSource(
+    source = _source(sqs, resolver, worker, feed, handlers)
+    others = tuple(
+        _source(sqs, resolver, spec, props, handlers)
+        for spec, _, props in feeds
+        if spec.logical_id != worker.logical_id and spec.logical_id in handlers
+    )
+    return JobRunner(sweep, source, interval, others)
+
+
+def _swept_queue(tpl: dict[str, Any], sweeper: FunctionSpec) -> str:
+    """The queue the scheduled function sends to (its SQSSendMessagePolicy): the renewal queue."""
+    for policy in tpl["Resources"][sweeper.logical_id]["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "SQSSendMessagePolicy" in policy:
+            return str(policy["SQSSendMessagePolicy"]["QueueName"]["Fn::GetAtt"][0])
+    raise RuntimeError(f"{sweeper.logical_id} sends to no queue")
+
+
+def _source(
+    sqs: Any, resolver: Resolver, spec: FunctionSpec, feed: dict[str, Any], handlers: Mapping[str, Invoke]
+) -> QueueSource:
+    queue = feed["Queue"]["Fn::GetAtt"][0]
+    return QueueSource(
         sqs=sqs,
         queue_url=resolver.ref(queue),
         queue_arn=resolver.attrs[queue]["Arn"],
-        worker=handlers[worker.logical_id],
-        function_name=worker.logical_id,
-        timeout=worker.timeout,
+        worker=handlers[spec.logical_id],
+        function_name=spec.logical_id,
+        timeout=spec.timeout,
         batch_size=int(feed.get("BatchSize", 10)),
     )
-    return JobRunner(sweep, source, interval)
 
 
 def _only(tpl: dict[str, Any], kind: str) -> tuple[FunctionSpec, str, dict[str, Any]]:

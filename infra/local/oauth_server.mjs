@@ -3,7 +3,8 @@
 //
 // Two additions make it behave like a careful real provider:
 //   - the authorization response carries `iss` (RFC 9207), so the client's mix-up defence is exercised;
-//   - --token-ttl sets `expires_in`, so renewal can be watched within minutes.
+//   - --token-ttl sets `expires_in`, so renewal can be watched within minutes;
+//   - every access token carries a unique `jti`, so a refreshed token always differs from the one it replaces.
 // Options for testing against a strict provider (both off by default):
 //   - --strict: refresh tokens rotate on every use, a replayed one revokes the whole grant, unknown ones and
 //     unissued codes answer invalid_grant, access tokens expire after --token-ttl (strict_provider.mjs);
@@ -11,6 +12,8 @@
 // It prints one JSON line {"issuer": "..."} when it is listening, then one line per token request
 // {"event": "token", "grantType": "...", "status": 200} (never a token; in strict mode also the outcome, the
 // grant, its generation and revocation, and the issued access token's id), and stops on SIGTERM or SIGINT.
+import { randomUUID } from "node:crypto";
+
 import { OAuth2Server } from "oauth2-mock-server";
 
 import { installStrictProvider } from "./strict_provider.mjs";
@@ -30,6 +33,13 @@ await server.start(port, "127.0.0.1");
 server.issuer.url = `${cert ? "https" : "http"}://127.0.0.1:${server.address().port}`;
 // Registered first, so the listeners below see its verdict.
 const strict = process.argv.includes("--strict") ? installStrictProvider(server.service, { tokenTtl }) : undefined;
+if (!strict) {
+  // Every access token is unique, as a real provider's are: without a `jti`, two tokens signed in the same second
+  // are the same string, and a refresh could not replace a token the partner has revoked. (Strict mode sets its own.)
+  server.service.on("beforeTokenSigning", (token) => {
+    token.payload.jti = randomUUID();
+  });
+}
 
 server.service.on("beforeAuthorizeRedirect", (redirect) => {
   redirect.url.searchParams.set("iss", server.issuer.url);

@@ -61,14 +61,29 @@ def provision(
         client("events").create_event_bus(Name=name)
         resolver.refs[logical_id] = name
     for logical_id, res in resources(template, "AWS::DynamoDB::Table").items():
-        resolver.refs[logical_id] = _table(client("dynamodb"), resolver, f"{stack}-{logical_id}", res["Properties"])
+        resolver.refs[logical_id] = name = f"{stack}-{logical_id}"
+        resolver.attrs[logical_id] = {"Arn": _table(client("dynamodb"), resolver, name, res["Properties"])}
     # Dead-letter queues first: a redrive policy names its DLQ's ARN.
     queues = sorted(resources(template, "AWS::SQS::Queue").items(), key=lambda q: "RedrivePolicy" in q[1]["Properties"])
     for logical_id, res in queues:
         _queue(client("sqs"), resolver, logical_id, f"{stack}-{logical_id}", res["Properties"])
+    for logical_id, res in resources(template, "AWS::Events::Rule").items():
+        _rule(client("events"), resolver, logical_id, f"{stack}-{logical_id}", res["Properties"])
     for logical_id in template["Resources"]:
         resolver.refs.setdefault(logical_id, f"{stack}-{logical_id}")
     return resolver
+
+
+def _rule(events: Any, resolver: Resolver, logical_id: str, name: str, props: dict[str, Any]) -> None:
+    """An EventBridge rule and its targets (the webhook queue: every bus event reaches the delivery function)."""
+    props = resolver.resolve(props)
+    bus = props.get("EventBusName", "default")
+    arn = events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(props["EventPattern"]))["RuleArn"]
+    targets = [{"Id": t["Id"], "Arn": t["Arn"]} for t in props.get("Targets", [])]
+    if targets:
+        events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
+    resolver.refs[logical_id] = name
+    resolver.attrs[logical_id] = {"Arn": arn}
 
 
 def _key(kms: Any, resolver: Resolver, logical_id: str, props: dict[str, Any]) -> None:
@@ -82,6 +97,7 @@ def _key(kms: Any, resolver: Resolver, logical_id: str, props: dict[str, Any]) -
 
 
 def _table(dynamodb: Any, resolver: Resolver, name: str, props: dict[str, Any]) -> str:
+    """Create the table; returns its ARN."""
     props = resolver.resolve(props)
     kwargs: dict[str, Any] = {
         "TableName": name,
@@ -96,7 +112,7 @@ def _table(dynamodb: Any, resolver: Resolver, name: str, props: dict[str, Any]) 
         kwargs["SSESpecification"] = {"Enabled": True, "SSEType": sse.get("SSEType", "KMS")}
         if sse.get("KMSMasterKeyId"):
             kwargs["SSESpecification"]["KMSMasterKeyId"] = sse["KMSMasterKeyId"]
-    dynamodb.create_table(**kwargs)
+    arn = str(dynamodb.create_table(**kwargs)["TableDescription"]["TableArn"])
     ttl = props.get("TimeToLiveSpecification")
     if ttl and ttl.get("Enabled"):
         dynamodb.update_time_to_live(
@@ -106,7 +122,7 @@ def _table(dynamodb: Any, resolver: Resolver, name: str, props: dict[str, Any]) 
         dynamodb.update_continuous_backups(
             TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
         )
-    return name
+    return arn
 
 
 def _queue(sqs: Any, resolver: Resolver, logical_id: str, name: str, props: dict[str, Any]) -> None:

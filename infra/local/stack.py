@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 
@@ -33,6 +33,7 @@ DEMO_OAUTH_PARTNER = 9003
 # Local override of the renewal queue's visibility timeout (the template's is 6 minutes): a renewal the worker
 # reports as failed is retried within seconds, and reaches the dead-letter queue after maxReceiveCount tries.
 RENEWAL_VISIBILITY_SECONDS = 5
+SINK_LIMIT = 1000  # deliveries /_local/webhook-sink keeps, newest
 # Local-only endpoints beside the API: path -> handler(request) -> Reply
 Extra = Callable[[Request], Reply]
 
@@ -56,6 +57,7 @@ class LocalStack:
     # Strict mode only (GRANTLINK_DEMO_OAUTH_STRICT): token requests by outcome, and each grant's last state.
     token_outcomes: dict[str, int] = field(default_factory=dict)
     grants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sink: list[dict[str, Any]] = field(default_factory=list)  # what POST /_local/webhook-sink received
     _stats_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def start(self) -> None:
@@ -81,7 +83,12 @@ class LocalStack:
         self.env.update(chosen)  # e.g. GRANTLINK_RENEW_BEFORE_SECONDS=3600 make run: the developer wins
         os.environ.update(self.env)
         self.gateway = _gateway(tpl, resolver)
-        self.extras = {**_extras(), "/_local/oauth-stats": self._oauth_stats, "/_local/sweep": self._sweep}
+        self.extras = {
+            **_extras(),
+            "/_local/oauth-stats": self._oauth_stats,
+            "/_local/sweep": self._sweep,
+            "/_local/webhook-sink": self._webhook_sink,
+        }
         self._start_oauth_server()
         self._seed_demo_tenant()
         self.jobs = self._start_jobs(tpl, resolver, session)
@@ -131,7 +138,7 @@ class LocalStack:
         )
         bus, name = self.env["GRANTLINK_EVENT_BUS"], f"{self.stack_name}-local-events"
         printer = jobs.EventPrinter.create(session.client("sqs"), session.client("events"), bus, name, runner.stopping)
-        runner.start(printer.loop)
+        runner.start(printer.loop, runner.poll_others)
         return runner
 
     def _sweep(self, request: Request) -> Reply:
@@ -144,6 +151,25 @@ class LocalStack:
             traceback.print_exc()
             return _json_reply(500, {"error": type(exc).__name__})
         return _json_reply(200, counts)
+
+    def _webhook_sink(self, request: Request) -> Reply:
+        """POST /_local/webhook-sink stores a webhook as it arrived (headers and body; nothing is verified);
+        GET lists what arrived, oldest first. Point a tenant's webhook here to watch signed deliveries.
+        `?box=<name>` keeps receivers apart (two tenants, two boxes): POST files into that box, GET lists only it;
+        a GET without `box` lists every box. The newest SINK_LIMIT deliveries are kept."""
+        query = dict(parse_qsl(request.query, keep_blank_values=True))
+        box = query.get("box", "")
+        if request.method == "GET":
+            with self._stats_lock:
+                found = [d for d in self.sink if d["box"] == box] if "box" in query else list(self.sink)
+            return Reply(200, {"content-type": "application/json"}, [], json.dumps({"deliveries": found}).encode())
+        if request.method != "POST":
+            return _json_reply(405, {"message": "GET or POST"}, allow="GET, POST")
+        received = {k: v for k, v in request.headers.items() if k.startswith("webhook-") or k == "content-type"}
+        with self._stats_lock:
+            self.sink.append({"box": box, "headers": received, "body": request.body.decode("utf-8", "replace")})
+            del self.sink[:-SINK_LIMIT]
+        return _json_reply(200, {"received": True})
 
     def _oauth_stats(self, _: Request) -> Reply:
         with self._stats_lock:
@@ -264,6 +290,12 @@ def _extras() -> dict[str, Extra]:
     return extras.endpoints()
 
 
+def _prefixed(path: str) -> Extra | None:
+    from infra.local import extras
+
+    return extras.prefixed(path)
+
+
 def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -280,9 +312,14 @@ def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
                 body=self.rfile.read(length) if length else b"",
                 source_ip=self.client_address[0],
             )
-            extra = stack.extras.get(url.path)
+            extra = stack.extras.get(url.path) or _prefixed(url.path)
             reply = extra(request) if extra else stack.gateway.handle(request)
-            self.send_response(reply.status)
+            self.log_request(reply.status)
+            self.send_response_only(reply.status)
+            # A proxied partner's answer brings its own Date and Server: send ours only where it has none.
+            for name, value in (("server", self.version_string()), ("date", self.date_time_string())):
+                if name not in reply.headers:
+                    self.send_header(name, value)
             for name, value in reply.headers.items():
                 if name != "content-length":
                     self.send_header(name, value)

@@ -45,7 +45,8 @@ def test_every_template_route_is_served(stack: dict[str, Any]) -> None:
         if route.path == "$default":
             continue
         path = re.sub(r"\{[^}]+\}", "lnk_00000000000000000000", route.path)
-        answer = http.request(route.method, url(stack, path), headers=headers, json={})
+        method = "GET" if route.method == "ANY" else route.method  # ANY: the proxy, which takes every method
+        answer = http.request(method, url(stack, path), headers=headers, json={})
         if route.authorized:
             assert answer.headers["content-type"].startswith("application/json"), route.key
             assert answer.json().get("error", {}).get("code") != "route_not_found", route.key

@@ -36,4 +36,5 @@ def test_the_readme_walkthrough_runs(stack: dict[str, Any], tmp_path: Any) -> No
     assert "reauthorize_link_created" in lines and "created" in lines
     assert "demo-key-0042" in lines and "disabled" in lines and "active" in lines
     assert lines.count("200") == 2 and "404" in lines and "True" in lines
+    assert "/_demo/echo/demo-apikey/v1/contacts" in lines and "header" in lines and "400" in lines  # the proxy
     assert any(line.startswith(f"{stack['apiUrl']}/connect?id=lnk_") for line in lines)

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from grantlink import providers, tenants
-from tests.helpers import call, event, invoke, reroute, run_connection_test, run_jobs
+from tests.helpers import call, event, invoke, proxy_event, reroute, run_connection_test, run_jobs, token_event
 from tests.unit.oauth_fakes import PARTNER_ID, FakeAuthorizationServer, expire_access_token
 
 APIKEY_PARTNER, BASIC_PARTNER, OAUTH_PARTNER = 9001, 9002, PARTNER_ID
@@ -27,6 +27,7 @@ KINDS = {
     "code_verifier",
     "access token",
     "refresh token",
+    "webhook secret",
 }
 
 
@@ -86,6 +87,21 @@ class Client:
         return data
 
 
+def proxied(client: Client, credential_id: str, path: str, method: str = "GET", **changes: Any) -> dict[str, Any]:
+    """ANY /credentials/{id}/proxy/{path+} through the proxy handler; the partner's JSON answer (a 200)."""
+    headers = {"Authorization": f"Bearer {client.key}", **changes.pop("headers", {})}
+    evt = proxy_event(credential_id, path, method, tenant=client.tenant_id, scopes=client.scopes, headers=headers,
+                      **changes)  # fmt: skip
+    return client.api("proxy", evt)
+
+
+def token(client: Client, credential_id: str, force: bool = False) -> dict[str, Any]:
+    """GET /credentials/{id}/token[?forceRefresh=true] through the credentials handler; its `data`."""
+    headers = {"Authorization": f"Bearer {client.key}"}
+    evt = token_event(credential_id, force, tenant=client.tenant_id, scopes=client.scopes, headers=headers)
+    return client.api("credentials", evt)["data"]
+
+
 def page(evt: dict[str, Any], expect: int, function: str = "connect_page") -> dict[str, Any]:
     """A public page's handler on `evt`; its raw response, whose status must be `expect`."""
     answer = call(function, evt)
@@ -125,6 +141,36 @@ def connect_with_oauth(seen: Secrets, provider: FakeAuthorizationServer, link: d
     seen.saw("code_verifier", exchange["code_verifier"])
 
 
+def webhook(client: Client, route: str, expect: int = 200, path: str = "", **changes: Any) -> dict[str, Any]:
+    """One webhook API route ("PUT /webhooks", …) through the webhooks handler, as this client."""
+    evt = reroute(client.event("get_credential", **changes), route, path or route.split(" ", 1)[1])
+    evt["pathParameters"] = None
+    return client.api("webhooks", evt, expect)["data"]
+
+
+def register_webhook(client: Client, provider: FakeAuthorizationServer) -> str:
+    """The tenant's webhook, on a receiver beside the fake partner; every event from here on is delivered to it."""
+    provider.server.expect_request("/webhook-receiver", method="POST").respond_with_data("ok")
+    url = provider.server.url_for("/webhook-receiver")
+    client.seen.saw("webhook secret", webhook(client, "PUT /webhooks", 201, body={"url": url})["secret"])
+    return url
+
+
+def webhook_flows(client: Client, aws_env: dict[str, Any], receiver: str) -> None:
+    """The delivery function sends the flows' events (signed); then the API: read, rotate (both secrets sign
+    during the grace), list the deliveries, retry one (sent again through the queue)."""
+    from tests.unit.test_webhooks import deliver
+
+    assert deliver(aws_env)
+    assert webhook(client, "GET /webhooks")["url"] == receiver
+    client.seen.saw("webhook secret", webhook(client, "POST /webhooks/rotate-secret", body={})["secret"])
+    delivered = webhook(client, "GET /webhooks/deliveries")
+    assert delivered and {d["status"] for d in delivered} == {"delivered"}, delivered
+    path = f"/webhooks/deliveries/{delivered[0]['id']}/retry"
+    webhook(client, "POST /webhooks/deliveries/{id}/retry", 202, path)
+    assert deliver(aws_env)
+
+
 def run_every_flow(
     provider: FakeAuthorizationServer, aws_env: dict[str, Any], delivered_events: Any
 ) -> tuple[Secrets, dict[str, str]]:
@@ -135,6 +181,7 @@ def run_every_flow(
 
     # A tenant and its API key, through the authorizer; its own OAuth client for the fake partner.
     client = Client(seen)
+    receiver = register_webhook(client, provider)
     app = {"clientId": "sweep-client", "clientSecret": seen.saw("OAuth client secret", new_secret("client-secret"))}
     oauth_app = f"/partners/{OAUTH_PARTNER}/oauth-app"
     client.api("partners", reroute(client.event("get_partner", body=app), "PUT /partners/{id}/oauth-app", oauth_app))
@@ -194,6 +241,19 @@ def run_every_flow(
     client.api("credentials", client.event("read_secret", path_id=oauth_credential))
     assert provider.calls[-1]["grant_type"] == "refresh_token"
 
+    # The proxy: an API key and a login injected for the demo partners' echo, an OAuth token (refreshed first when
+    # due) for the fake partner; and the token endpoint, as it is and refreshed on demand.
+    for credential_id, kind in ((apikey, "header"), (basic, "basic")):
+        echoed = proxied(client, credential_id, "v1/me", "POST", body={"note": "hello"}, query={"page": "2"})
+        assert echoed["auth"]["kind"] == kind and echoed["query"] == [["page", "2"]], echoed
+    assert proxied(client, oauth_credential, "me") == {"name": "Ada"}
+    expire_access_token(oauth_credential)
+    assert proxied(client, oauth_credential, "me") == {"name": "Ada"}
+    assert provider.calls[-1]["grant_type"] == "refresh_token"
+    seen.saw("access token", token(client, oauth_credential)["accessToken"])
+    seen.saw("access token", token(client, oauth_credential, force=True)["accessToken"])
+    assert provider.calls[-1]["grant_type"] == "refresh_token"
+
     # The jobs: the sweep and the worker refresh a due token; then the partner refuses the refresh token, and the
     # worker asks for reauthorization with a new link (whose token only the tenant's event carries).
     expire_access_token(oauth_credential)
@@ -205,6 +265,8 @@ def run_every_flow(
     provider.error = None
     (required,) = [e for e in delivered_events() if e["detail-type"] == "credential.reauthorization_required"]
     seen.saw("link token", parse_qs(urlsplit(required["detail"]["reauthorizeLink"]).query)["token"][0])
+
+    webhook_flows(client, aws_env, receiver)
 
     for answer in provider.issued:
         seen.saw("access token", str(answer["access_token"]))

@@ -47,6 +47,7 @@ from tests.oauth_http import (
     settled,
     start,
     text,
+    token,
     token_requests,
 )
 from tests.oauth_http import (
@@ -577,6 +578,9 @@ def test_o11_no_secret_reaches_the_stack_logs(stack: dict[str, Any], short_ttl_s
     for each in (stack, short_ttl_stack):
         _, credential_id = connect_over_http(each, "O11 logs")
         assert secret(each, credential_id).status_code == 200  # on the short-TTL stack: a refresh
+        assert token(each, credential_id, force=True).status_code == 200  # the token endpoint, refreshing
+        proxied = http.get(url(each, f"/credentials/{credential_id}/proxy/v1/me"), headers=auth(each))
+        assert proxied.status_code == 200 and proxied.json()["auth"]["kind"] == "bearer", proxied.text
         saw(each, "API key", each["apiKey"])
         saw(each, "client secret", CLIENT_SECRET)
     assert settled(short_ttl_stack, REFRESH, 1) >= 1

@@ -28,7 +28,9 @@ from tests.helpers import (
     event,
     invoke,
     new_link,
+    proxy_event,
     run_connection_test,
+    token_event,
 )
 from tests.stack import LINKS, auth, http, new_tenant, url
 
@@ -77,6 +79,21 @@ def test_m1_another_tenants_credential_is_not_found(aws_env: Any, name: str, ext
     _, still, _ = creds("get_credential", cid)
     assert still["data"]["title"] == "ACME CRM"
     assert creds("list_credentials", tenant="tnt_b")[1]["data"] == []
+
+
+@pytest.mark.parametrize("route", ["proxy", "token"])
+def test_m1_another_tenants_credential_is_not_found_by_the_proxy_or_the_token_route(aws_env: Any, route: str) -> None:
+    """M1: tenant B, holding every scope, gets 404 (not 403) when it proxies through A's credential or asks for its
+    token; A's audit trail records nothing of it."""
+    cid = connected("tnt_a")
+    scopes = ALL_SCOPES + " credentials:proxy"
+    if route == "proxy":
+        status, answer, _ = invoke("proxy", proxy_event(cid, "v1/me", "POST", tenant="tnt_b", scopes=scopes, body={}))
+    else:
+        status, answer, _ = invoke("credentials", token_event(cid, force=True, tenant="tnt_b", scopes=scopes))
+    assert (status, answer["error"]["code"]) == (404, "credential_not_found")
+    trail = creds("list_audit", cid)[1]["data"]
+    assert not [e for e in trail if e["action"] in ("proxied", "token_read")], trail
 
 
 def test_m1_m2_tenancy_and_scope(aws_env: Any) -> None:

@@ -3,6 +3,7 @@ moto KMS for the grantlink.crypto tests. tests/security/conftest.py makes all of
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +51,8 @@ def demo_partners(httpserver: HTTPServer) -> str:
 
     def adapt(handler: Any) -> Any:
         def serve(request: WerkzeugRequest) -> Response:
-            ours = Request(
-                request.method, request.path, "", {k.lower(): v for k, v in request.headers.items()}, b"", ""
-            )
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            ours = Request(request.method, request.path, request.query_string.decode(), headers, request.get_data(), "")
             reply = handler(ours)
             return Response(reply.body, reply.status, headers=reply.headers)
 
@@ -61,6 +61,8 @@ def demo_partners(httpserver: HTTPServer) -> str:
     for path, handler in extras.endpoints().items():
         if path.startswith("/_demo/"):
             httpserver.expect_request(path).respond_with_handler(adapt(handler))
+    echo = re.compile("^" + re.escape(extras.ECHO))  # the demo partners' proxy base URLs
+    httpserver.expect_request(echo).respond_with_handler(adapt(extras.demo_echo))
     return httpserver.url_for("").rstrip("/")
 
 

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from grantlink import idempotency, routes
 from infra import openapi
+
+
+def _operations(doc: dict[str, Any]) -> list[tuple[routes.Route, dict[str, Any]]]:
+    """(route, operation) for every documented operation of every route; a route without one fails."""
+    found = []
+    for route in routes.ROUTES:
+        documented = openapi.operations(doc, route.path, route.method)
+        assert documented, f"{route.key} is not in openapi.json"
+        found += [(route, operation) for operation in documented]
+    return found
 
 
 def test_committed_openapi_json_is_fresh() -> None:
@@ -14,8 +25,7 @@ def test_committed_openapi_json_is_fresh() -> None:
 
 def test_every_route_is_documented_with_its_error_responses() -> None:
     doc = json.loads(openapi.OUTPUT.read_text())
-    for route in routes.ROUTES:
-        operation = doc["paths"][route.path][route.method.lower()]
+    for route, operation in _operations(doc):
         if route.public:
             assert operation["security"] == [], route.key
             continue
@@ -30,8 +40,8 @@ def test_every_route_is_documented_with_its_error_responses() -> None:
 
 def test_every_route_documents_the_throttles_429() -> None:
     doc = json.loads(openapi.OUTPUT.read_text())
-    for route in routes.ROUTES:
-        answer = doc["paths"][route.path][route.method.lower()]["responses"]["429"]
+    for _, operation in _operations(doc):
+        answer = operation["responses"]["429"]
         assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/GatewayMessage"}
     assert doc["components"]["schemas"]["GatewayMessage"]["required"] == ["message"]
 
@@ -51,3 +61,16 @@ def test_page_routes_document_html_for_every_answer() -> None:
             for status, answer in operation["responses"].items():
                 if status != "429":  # API Gateway's throttle answers JSON whatever the route
                     assert list(answer["content"]) == ["text/html"], (method, path, status)
+
+
+def test_the_proxy_documents_every_method_and_the_errors_grantlink_makes_itself() -> None:
+    """Given the proxy route (API Gateway's ANY on /credentials/{id}/proxy/{path+}),
+    then openapi.json documents it for every method a client uses, each with the partner's answer and grantlink's
+    own errors: a bad path (400), another tenant's or no credential (404), disabled or awaiting reauthorization
+    (409), too large a body (413), an unreachable partner or too large an answer (502) and the deadline (504)."""
+    doc = json.loads(openapi.OUTPUT.read_text())
+    item = doc["paths"]["/credentials/{id}/proxy/{path}"]
+    assert set(item) == {"get", "post", "put", "patch", "delete", "options"}
+    for operation in item.values():
+        assert {"200", "400", "401", "403", "404", "409", "413", "502", "504"} <= set(operation["responses"])
+        assert {p["name"] for p in operation["parameters"] if p["in"] == "path"} == {"id", "path"}

@@ -286,3 +286,52 @@ def test_kept_tokens_that_do_not_decrypt_do_not_break_the_credential(
     )
     assert_next_refresh_uses_the_rotated_token(strict, credential_id)
     assert not [i for i in table_items() if i["sk"]["S"] == "KEPT"]
+
+
+def _timeout(code_uri: str) -> float:
+    from tests.helpers import _template
+
+    resources = _template()["Resources"]
+    (found,) = [r["Properties"] for r in resources.values() if r["Properties"].get("CodeUri") == code_uri]
+    return float(found.get("Timeout", _template()["Globals"]["Function"]["Timeout"]))
+
+
+@pytest.mark.parametrize(
+    ("code_uri", "after_the_refresh"),
+    [
+        ("functions/credentials", 0.0),  # the secret read: a refresh, then the answer
+        ("functions/oauth_callback", 0.0),  # the code exchange (same deadline), then the grant's write
+        ("functions/connection_test", "test"),  # a refresh, then the partner's test request
+    ],
+)
+def test_a_function_that_refreshes_outlives_its_worst_refresh(code_uri: str, after_the_refresh: Any) -> None:
+    """Given the template's timeouts and the default deadlines, then every function that may call a token endpoint
+    has time for the token call, every write retry and whatever follows: Lambda never cuts a refresh off between
+    the partner's answer and the write (the tokens would be lost), and the lease outlasts it all."""
+    from grantlink import config
+
+    defaults = config.Settings.model_validate({"GRANTLINK_TABLE": "t"})
+    backoff = sum(oauth.WRITE_BACKOFF_SECONDS * 2**attempt for attempt in range(oauth.WRITE_ATTEMPTS))
+    writes = backoff * 2  # the write's retries, then keeping the tokens aside
+    then = defaults.test_connect_timeout + defaults.test_read_timeout if after_the_refresh == "test" else 0.0
+    worst = defaults.token_deadline_seconds + writes + then
+    assert worst < _timeout(code_uri)
+    assert defaults.token_deadline_seconds + writes < oauth.LEASE_SECONDS
+    assert defaults.token_deadline_seconds + writes < renewal.RECORD_RESERVE_SECONDS
+
+
+def test_tokens_kept_aside_raise_an_alarm() -> None:
+    """Given the template, then the metric counted when refreshed tokens are kept aside has an alarm on it, in the
+    namespace and service dimension Powertools publishes it under."""
+    from tests.helpers import _template
+
+    template = _template()
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    (alarm,) = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("MetricName") == oauth.KEPT_ASIDE_METRIC
+    ]
+    assert alarm["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"

@@ -95,8 +95,10 @@ def test_table_has_the_designed_keys_indexes_ttl_pitr_and_sse() -> None:
     table = props("Table")
     assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
     indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"gsi1", "gsi2", "gsi3", "due"}
+    assert set(indexes) == {"gsi1", "gsi2", "gsi3", "gsi4", "tags", "due"}
     assert [k["AttributeName"] for k in indexes["due"]["KeySchema"]] == ["duePk", "dueAt"]
+    assert [k["AttributeName"] for k in indexes["gsi4"]["KeySchema"]] == ["gsi4pk", "gsi4sk"]
+    assert [k["AttributeName"] for k in indexes["tags"]["KeySchema"]] == ["tagPk", "tagSk"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -199,11 +201,23 @@ def test_no_url_hard_codes_the_aws_partition_domain() -> None:
     assert "${AWS::URLSuffix}" in text
 
 
-def test_renewal_queue_visibility_is_at_least_six_worker_timeouts() -> None:
-    """Lambda's advice for an SQS event source, computed from the worker's effective timeout (its own or Globals')."""
-    ((worker, _, feed),) = template.event_sources(TPL, "SQS")
-    queue = feed["Queue"]["Fn::GetAtt"][0]
-    assert props(queue)["VisibilityTimeout"] >= 6 * worker.timeout
+def test_every_fed_queue_s_visibility_is_at_least_six_worker_timeouts() -> None:
+    """Lambda's advice for an SQS event source (the renewal worker's, the webhook delivery's), computed from each
+    function's effective timeout (its own or Globals')."""
+    feeds = template.event_sources(TPL, "SQS")
+    assert len(feeds) >= 2
+    for worker, _, feed in feeds:
+        queue = feed["Queue"]["Fn::GetAtt"][0]
+        assert props(queue)["VisibilityTimeout"] >= 6 * worker.timeout, worker.logical_id
+
+
+def test_the_proxys_deadline_fits_inside_its_timeout_and_api_gateways() -> None:
+    """Given the proxy function, its overall deadline (GRANTLINK_PROXY_DEADLINE_SECONDS) leaves a margin inside the
+    function's timeout, which is at most API Gateway's 30-second integration limit: a slow partner ends in our own
+    504 `partner_timeout` envelope, never in the function being killed or API Gateway giving up first."""
+    (proxy,) = [f for f in template.functions(TPL) if f.name == "proxy"]
+    deadline = float(proxy.environment["GRANTLINK_PROXY_DEADLINE_SECONDS"])
+    assert deadline + 3 <= proxy.timeout <= 30
 
 
 def test_every_queue_is_encrypted() -> None:

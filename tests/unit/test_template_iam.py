@@ -304,6 +304,19 @@ def test_every_aws_call_of_every_flow_is_allowed_by_the_role_and_the_key_policy(
     assert refusals(calls, stack) == []
 
 
+def _list_by_end_user_and_tag() -> None:
+    """A credential with an end user and a tag, then the credentials list filtered by each (the end-user and tag
+    indexes, and the BatchGetItem of a tag page)."""
+    from grantlink import connect
+
+    status, made, _ = create_link({"partnerId": 9001, "title": "x", "endUser": {"id": "u-1"}, "tags": {"env": "p"}})
+    assert status == 201, made
+    connect.submit(made["data"]["id"], made["data"]["token"], {"apiKey": "sk_live_verysecretvalue_1234"})
+    for query in ({"endUserId": "u-1"}, {"tag": "env:p"}):
+        status, body, _ = creds("list_credentials", query=query)
+        assert status == 200 and len(body["data"]) == 1, body
+
+
 def _sweep_and_work(provider_server: FakeAuthorizationServer, aws_env: dict[str, Any]) -> None:
     """The scheduled sweep through its handler (a due token), the worker on its queue, the page after OAuth, and a
     list page with a next page (its cursor is signed with the cursor secret)."""
@@ -311,6 +324,7 @@ def _sweep_and_work(provider_server: FakeAuthorizationServer, aws_env: dict[str,
         assert create_link()[0] == 201
     status, listed, _ = invoke("share_links", event("list_links", tenant="tnt_a", query={"perPage": 1}))
     assert status == 200 and listed["meta"]["nextCursor"], listed
+    _list_by_end_user_and_tag()
     expire_access_token(connected_credential(provider_server))
     schedule = {"time": "2026-11-22T10:05:00Z", "source": "aws.scheduler", "detail-type": "Scheduled Event"}
     answer = function("expiry_sweep").lambda_handler(schedule, LambdaContext("sweep", 60))

@@ -126,6 +126,32 @@ def test_a_key_made_before_key_ids_is_named_by_a_prefix_of_its_hash(aws_env: Any
     assert authorize(f"Bearer {key}")["context"]["keyId"] == "key_" + tenants.hash_key(key)[:12]
 
 
+OLDER_SCOPES = ["links:write", "credentials:read", "credentials:write", "credentials:secret"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "proxy"),
+    [(OLDER_SCOPES, True), (OLDER_SCOPES[:3], False), (["credentials:read", "credentials:secret"], False)],
+)
+def test_a_full_access_key_made_before_the_proxy_scope_gets_it(aws_env: Any, stored: list[str], proxy: bool) -> None:
+    """Given an API key stored before `credentials:proxy` existed, when it authenticates, then it carries that scope
+    exactly when it holds all four older scopes (it was a full-access key); a restricted key stays restricted."""
+    from grantlink.store import default as default_store
+
+    key = tenants.KEY_PREFIX + "B" * 43
+    default_store().put_tenant_with_key(
+        {"tenantId": "tnt_old", "name": "old"}, tenants.hash_key(key), {"tenantId": "tnt_old", "scopes": stored}
+    )
+    scopes = authorize(f"Bearer {key}")["context"]["scopes"].split()
+    assert set(scopes) == set(stored) | ({"credentials:proxy"} if proxy else set())
+
+
+def test_a_new_tenant_gets_every_scope_the_proxy_included(aws_env: Any) -> None:
+    """Given a tenant made with the default scopes, then its key may use the proxy."""
+    _, key = tenants.create_tenant("acme")
+    assert "credentials:proxy" in authorize(f"Bearer {key}")["context"]["scopes"].split()
+
+
 def test_a_key_is_only_added_to_a_tenant_that_exists(aws_env: Any, table_items: Any) -> None:
     """Given no tenant tnt_nobody, when a key is added to it, then a 404 and nothing is written."""
     before = table_items()

@@ -38,6 +38,11 @@ ERROR_DESCRIPTIONS = {
     413: "The body is larger than the limit (64 KiB by default).",
     415: "The body is not `application/json`.",
     422: "Well-formed but refers to something unknown (e.g. a partner).",
+    502: (
+        "grantlink could not get a usable answer from the partner (`partner_unreachable`, `response_too_large`): "
+        "this envelope, never the partner's own answer."
+    ),
+    504: "The partner did not answer within the proxy's deadline (`partner_timeout`).",
     503: (
         "A dependency (DynamoDB, KMS, Secrets Manager) is unavailable, or the operator's configuration is invalid; "
         "nothing was changed."
@@ -144,6 +149,18 @@ def build_resolver() -> APIGatewayHttpResolver:
     return app
 
 
+def greedy_tail(app: APIGatewayHttpResolver, rule: str) -> None:
+    """Let the last `<name>` of `rule` take the rest of the path, slashes included, as API Gateway's `{name+}` does
+    (Powertools matches one segment per variable). Call it after the routes of `rule` are declared."""
+    head, _, name = rule.rpartition("/<")
+    pattern = app._compile_regex(head).pattern.removesuffix("$") + f"/(?P<{name.rstrip('>')}>.+)$"
+    widened = [r for r in app._dynamic_routes if r.path == rule]
+    if not widened:
+        raise ValueError(f"no route {rule} to widen")
+    for route in widened:
+        route.rule = re.compile(pattern)
+
+
 def _validation_failed(exc: RequestValidationError) -> Response:
     problems = [(_field(e["loc"]), e) for e in exc.errors()]
     if any(e["type"] == "json_invalid" for _, e in problems):
@@ -173,14 +190,14 @@ def _problem(error: dict[str, Any]) -> str:
 
 def _no_route(app: APIGatewayHttpResolver) -> Response:
     path = app.current_event.path
-    allowed = sorted({r.method for r in routes.ROUTES if _template_matches(r.path, path)})
+    allowed = sorted({m for r in routes.ROUTES if _template_matches(r.path, path) for m in r.methods})
     if allowed:
         return json_response(405, errors.MethodNotAllowed().body(), headers={"Allow": ", ".join(allowed)})
     return json_response(404, errors.error_body("route_not_found", "No such route."))
 
 
 def _template_matches(template: str, path: str) -> bool:
-    pattern = re.sub(r"\{[^/]+\}", "[^/]+", template)
+    pattern = re.sub(r"\{[^/]+\}", "[^/]+", re.sub(r"\{[^/]+\+\}", ".+", template))  # {path+}: the rest
     return re.fullmatch(pattern, path.rstrip("/") or "/") is not None
 
 

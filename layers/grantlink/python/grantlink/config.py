@@ -38,8 +38,13 @@ class Settings(BaseModel):
     ca_bundle: str = Field("", alias="GRANTLINK_CA_BUNDLE")
     requests_ca_bundle: str = Field("", alias="REQUESTS_CA_BUNDLE")
     # Overall deadline of one OAuth token/refresh call; the refresh lease must outlast it (grantlink.oauth).
-    token_deadline_seconds: float = Field(20.0, gt=0, le=25, alias="GRANTLINK_TOKEN_DEADLINE_SECONDS")
+    token_deadline_seconds: float = Field(12.0, gt=0, le=25, alias="GRANTLINK_TOKEN_DEADLINE_SECONDS")
+    # Overall deadline of one proxied call (grantlink.proxy), refresh and retries included: the refresh's token
+    # call, then the partner's answer get what is left. Must stay inside the proxy function's timeout.
+    proxy_deadline_seconds: float = Field(25.0, gt=0, le=28, alias="GRANTLINK_PROXY_DEADLINE_SECONDS")
     renewal_queue_url: str = Field("", alias="GRANTLINK_RENEWAL_QUEUE_URL")
+    webhook_queue_url: str = Field("", alias="GRANTLINK_WEBHOOK_QUEUE_URL")  # a manual retry is queued here
+    webhook_dlq_url: str = Field("", alias="GRANTLINK_WEBHOOK_DLQ_URL")  # events whose delivery schedule ran out
     api_url: str = Field("", alias="GRANTLINK_API_URL")
     due_shards: int = Field(4, ge=1, le=64, alias="GRANTLINK_DUE_SHARDS")
     sweep_window_seconds: int = Field(300, ge=0, alias="GRANTLINK_SWEEP_WINDOW_SECONDS")

@@ -176,6 +176,8 @@ def submit(link_id: str, token: str, form: dict[str, str], store: Store | None =
         hint=hint_for(provider, values),
         last_test=first_test,
         version=before.version + 1 if before else 1,
+        end_user=link.end_user,  # the link says who it is for; a reauthorize link was issued with the credential's
+        tags=dict(link.tags),
     )
     granted = consume(link, token, after, before, store)
     return Connected(granted, after, provider, redirect_with_result(granted))
@@ -215,6 +217,7 @@ def consume(link: ShareLink, token: str, credential: Credential, before: Credent
         credentialId=credential.id,
         partnerId=credential.partner_id,
         reauthorized=before is not None,
+        **credential.identity(),
     )
     return granted
 

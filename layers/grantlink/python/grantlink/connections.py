@@ -7,22 +7,28 @@ and it is audited.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from typing import Any
 
+from pydantic import SecretStr
+
 from grantlink import audit, clock, errors, events, links, oauth, pagination, providers, testing
 from grantlink.connect import CREDENTIAL_ID_PREFIX
 from grantlink.models import (
+    TAG_KEY,
     Caller,
     Credential,
+    CredentialListMeta,
     CredentialState,
     CursorMeta,
-    ListMeta,
     PatchCredentialRequest,
     ReauthorizeRequest,
     SecretOut,
     ShareLink,
+    TokenOut,
+    end_user_stats_kind,
 )
 from grantlink.store import ConditionFailed, Store
 from grantlink.store import default as default_store
@@ -45,21 +51,57 @@ def list_credentials(
     per_page: int,
     cursor: str | None,
     store: Store | None = None,
-) -> tuple[list[Credential], ListMeta]:
-    """One page, newest first: one Query plus one read of the tenant's counters."""
+    *,
+    end_user_id: str | None = None,
+    tag: str | None = None,
+) -> tuple[list[Credential], CredentialListMeta]:
+    """One page, newest first: one Query (a tag filter adds one BatchGetItem of the page) plus, where a counter
+    says how many match, one read of it. Never a Scan: end users and tags have their own indexes. With a filter
+    the index does not cover, a page may hold fewer than `per_page` items (even none) and still have a next one."""
     store = store or default_store()
     state_name = str(state) if state else None
+    tag_pair = parse_tag_filter(tag) if tag is not None else None
+    if end_user_id is not None and not (0 < len(end_user_id) <= 128 and end_user_id.isprintable()):
+        raise errors.BadRequest("endUserId is 1–128 printable characters.", code="invalid_end_user_id")
     scope = f"{caller.tenant_id}|CRED|{partner_id or ''}|{state_name or ''}|{per_page}"
+    if end_user_id is not None or tag_pair is not None:
+        scope += "|" + json.dumps([end_user_id, tag_pair])
     start, page = pagination.decode(cursor, scope)
-    found, last = store.list_credentials(caller.tenant_id, partner_id, state_name, per_page, start)
-    total = store.stats(caller.tenant_id, "CRED").get(_counter(partner_id, state_name), 0)
-    meta = ListMeta(
+    found, last = store.list_credentials(
+        caller.tenant_id, partner_id, state_name, per_page, start, end_user_id=end_user_id, tag=tag_pair
+    )
+    total = _total(store, caller.tenant_id, partner_id, state_name, end_user_id, tag_pair)
+    meta = CredentialListMeta(
         page=page,
-        totalPages=max(1, math.ceil(total / per_page)),
+        totalPages=None if total is None else max(1, math.ceil(total / per_page)),
         totalItemsCount=total,
         nextCursor=pagination.encode(last, page, scope),
     )
     return found, meta
+
+
+def parse_tag_filter(tag: str) -> tuple[str, str]:
+    """`key:value` → (key, value), split at the first `:` (a tag key never holds one)."""
+    key, colon, value = tag.partition(":")
+    if not colon or not TAG_KEY.fullmatch(key) or len(value) > 256 or not value.isprintable():
+        raise errors.BadRequest("The tag filter is `key:value` with a valid tag key and value.", code="invalid_tag")
+    return key, value
+
+
+def _total(
+    store: Store,
+    tenant_id: str,
+    partner_id: int | None,
+    state: str | None,
+    end_user_id: str | None,
+    tag: tuple[str, str] | None,
+) -> int | None:
+    """The count of every match where a counter keeps it; None (unknown) for tag filters and combined end-user ones."""
+    if tag is not None or (end_user_id is not None and (partner_id is not None or state is not None)):
+        return None
+    if end_user_id is not None:
+        return store.stats(tenant_id, end_user_stats_kind(end_user_id)).get("total", 0)
+    return store.stats(tenant_id, "CRED").get(_counter(partner_id, state), 0)
 
 
 def _counter(partner_id: int | None, state: str | None) -> str:
@@ -85,6 +127,15 @@ def update_credential(
         changes["state"] = str(after.state)
     action = "updated" if after.state == before.state else ("disabled" if request.enabled is False else "enabled")
     _write(store, before, after, audit.entry(credential_id, action, caller.actor, **changes))
+    if action == "disabled":
+        events.emit(
+            "credential.disabled",
+            caller.tenant_id,
+            credentialId=credential_id,
+            partnerId=after.partner_id,
+            previousState=str(before.state),
+            **after.identity(),
+        )
     return after
 
 
@@ -114,7 +165,13 @@ def delete_credential(caller: Caller, credential_id: str, store: Store | None = 
         )
     except ConditionFailed as exc:
         raise errors.Conflict("The credential changed at the same time; try again.", code="concurrent_update") from exc
-    events.emit("credential.deleted", caller.tenant_id, credentialId=credential_id, partnerId=credential.partner_id)
+    events.emit(
+        "credential.deleted",
+        caller.tenant_id,
+        credentialId=credential_id,
+        partnerId=credential.partner_id,
+        **credential.identity(),
+    )
 
 
 def read_secret(caller: Caller, credential_id: str, store: Store | None = None) -> SecretOut:
@@ -132,6 +189,28 @@ def read_secret(caller: Caller, credential_id: str, store: Store | None = None) 
         partnerId=credential.partner_id,
         authType=credential.auth_type,
         fields=shown(credential, values),
+    )
+
+
+def current_token(caller: Caller, credential_id: str, force: bool = False, store: Store | None = None) -> TokenOut:
+    """The OAuth access token and its expiry, refreshed first when due (`force`: refreshed now, single-flight);
+    audited (`token_read`) like a secret read. Conflict `not_an_oauth_credential` for API keys and logins."""
+    store = store or default_store()
+    credential = get_credential(caller, credential_id, store)
+    if credential.auth_type != "oauth2":
+        raise errors.Conflict("This credential does not hold an OAuth token.", code="not_an_oauth_credential")
+    if credential.state == CredentialState.DISABLED:
+        raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
+    if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
+        raise errors.Conflict("This credential needs reauthorizing first.", code="reauthorization_required")
+    values = oauth.fresh_values(credential, store, force=force)
+    entry = audit.entry(credential_id, "token_read", caller.actor, forced=True if force else None)
+    store.transact(store.put_audit(entry))
+    return TokenOut(
+        credentialId=credential.id,
+        accessToken=SecretStr(str(values["accessToken"])),
+        tokenType=str(values.get("tokenType") or "Bearer"),
+        expiresAt=values.get("expiresAt"),
     )
 
 
@@ -158,6 +237,7 @@ def reauthorize(
         also=lambda link: store.put_audit(
             audit.entry(credential_id, "reauthorize_link_created", caller.actor, linkId=link.id)
         ),
+        keep_from=credential,
     )
 
 
@@ -183,6 +263,7 @@ def test_credential(caller: Caller, credential_id: str, store: Store | None = No
             category=result.category,
             httpStatus=result.http_status,
             message=result.message,
+            **credential.identity(),
         )
     return result
 

@@ -2,6 +2,7 @@
 
 Every event has `source: "grantlink"`, a `detail-type` such as `credential.test_failed`, and a detail with a
 unique `eventId` (consumers de-duplicate on it), the `tenantId`, the time, and the ids and reasons of the event.
+Events about a link or a credential also carry its `endUser` (or null) and `tags` (an object, maybe empty).
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ SOURCE = "grantlink"
 KINDS = (
     "share.completed",
     "share.expired",
+    "share.waiting_for_oauth",
+    "share.revoked",
     "credential.refreshed",
+    "credential.recovered",
     "credential.refresh_failed",
     "credential.reauthorization_required",
     "credential.expiring",
     "credential.test_failed",
     "credential.deleted",
+    "credential.disabled",
     "oauth_app.invalid",
 )
 

@@ -16,9 +16,18 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from grantlink import clock, errors, oauth_apps, pagination, providers, tenants
+from grantlink import clock, errors, events, oauth_apps, pagination, providers, tenants, webhooks
 from grantlink.config import settings
-from grantlink.models import Caller, CreateLinkRequest, LinkOptions, LinkStatus, ListMeta, ShareLink
+from grantlink.models import (
+    Caller,
+    CreateLinkRequest,
+    Credential,
+    LinkOptions,
+    LinkStatus,
+    ListMeta,
+    ShareLink,
+    end_user_dict,
+)
 from grantlink.store import ConditionFailed, Store
 from grantlink.store import default as default_store
 
@@ -70,10 +79,12 @@ def issue_link(
     store: Store | None = None,
     bound_credential_id: str | None = None,
     also: Callable[[ShareLink], dict[str, Any] | list[dict[str, Any]]] | None = None,
+    keep_from: Credential | None = None,
 ) -> tuple[ShareLink, str]:
     """A new waiting link. A reauthorize link is bound to an existing credential (`bound_credential_id`):
     completing it replaces that credential's secret and keeps its id. `also` builds one more write from the
-    new link (an audit entry), or several, to go in the link's own transaction."""
+    new link (an audit entry), or several, to go in the link's own transaction. The link carries the end user
+    and tags its credential gets: those of `options`, or, where `options` leaves them out, `keep_from`'s."""
     store = store or default_store()
     provider = providers.find(partner_id)
     if provider is None:
@@ -84,6 +95,7 @@ def issue_link(
             code="oauth_app_missing",
         )
     redirect = tenants.check_redirect(caller.tenant_id, options.redirectUrl, store) if options.redirectUrl else None
+    hook = webhooks.check_link_url(caller.tenant_id, options.webhookUrl, store) if options.webhookUrl else None
     token, token_hash = new_token()
     created = clock.now().replace(microsecond=0)
     link = ShareLink(
@@ -98,10 +110,21 @@ def issue_link(
         bound_credential_id=bound_credential_id,
         credential_id=bound_credential_id,
         redirect_url=redirect,
+        webhook_url=hook,
+        **_identity(options, keep_from),
     )
     more = also(link) if also else []
     store.put_new_link(link, cleanup_ttl(link), *(more if isinstance(more, list) else [more]))
     return link, token
+
+
+def _identity(options: LinkOptions, keep_from: Credential | None) -> dict[str, Any]:
+    """Given (even as null) replaces; left out keeps the credential's (on reauthorize), else none."""
+    end_user, tags = end_user_dict(options.endUser), dict(options.tags or {})
+    if keep_from is not None:
+        end_user = end_user if "endUser" in options.model_fields_set else keep_from.end_user
+        tags = tags if "tags" in options.model_fields_set else dict(keep_from.tags)
+    return {"end_user": end_user, "tags": tags}
 
 
 _connect_base: ContextVar[str] = ContextVar("connect_base", default="")
@@ -156,6 +179,14 @@ def revoke_link(caller: Caller, link_id: str, store: Store | None = None) -> Sha
         return before
     after = replace(before, status=LinkStatus.REVOKED, token_hash="", version=before.version + 1)
     _write(store, before, after, cleanup_ttl(after))
+    events.emit(
+        "share.revoked",
+        after.tenant_id,
+        linkId=after.id,
+        partnerId=after.partner_id,
+        credentialId=after.bound_credential_id,
+        **after.identity(),
+    )
     return after
 
 

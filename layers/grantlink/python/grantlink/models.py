@@ -14,7 +14,7 @@ from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from grantlink import clock
 from grantlink.config import settings
@@ -67,6 +67,50 @@ def _parsable_url(value: str) -> str:
 RedirectUrl = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$"), AfterValidator(_parsable_url)]
 
 
+MAX_TAGS = 10
+TAG_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_TAG_VALUE = 256
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable characters only")
+    return value
+
+
+def _email(value: str) -> str:
+    if not EMAIL.fullmatch(value) or not value.isprintable():
+        raise ValueError("must be an e-mail address")
+    return value
+
+
+def _tags(value: dict[str, str]) -> dict[str, str]:
+    """At most 10 tags; keys 1–64 of [A-Za-z0-9_.-] (no `:`, so the filter `tag=key:value` is never ambiguous);
+    values up to 256 printable characters. The messages never repeat the input (a key may be what is wrong)."""
+    if len(value) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    for key, item in value.items():
+        if not TAG_KEY.fullmatch(key):
+            raise ValueError("each key is 1–64 characters of A-Z a-z 0-9 _ . -")
+        if len(item) > MAX_TAG_VALUE or not item.isprintable():
+            raise ValueError(f"each value is at most {MAX_TAG_VALUE} printable characters")
+    return value
+
+
+EndUserId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable), AfterValidator(_not_blank)]
+Tags = Annotated[dict[str, str], AfterValidator(_tags)]
+
+
+class EndUser(ApiModel):
+    """Who, at the tenant, the credential belongs to: copied from the link to the credential, shown in every
+    answer and event about them, and a filter of GET /credentials (`endUserId`)."""
+
+    id: EndUserId = Field(description="The tenant's own id for its end user: 1–128 printable characters.")
+    email: Annotated[str, Field(max_length=254), AfterValidator(_email)] | None = None
+    displayName: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)] | None = None
+
+
 class LinkOptions(ApiModel):
     expiresInHours: int | None = Field(
         None, ge=1, le=48, description="Validity in hours, 48 at most (the default and the ceiling)."
@@ -75,6 +119,22 @@ class LinkOptions(ApiModel):
         None,
         description="Where the customer's browser goes after connecting (303 with `status` and `credentialId`). "
         "Its origin must be on the tenant's redirect allow-list.",
+    )
+    webhookUrl: RedirectUrl | None = Field(
+        None,
+        description="Events about this link (`share.*`) also go here, signed with the tenant's webhook secret. Its "
+        "origin must be on the tenant's redirect allow-list, it must pass the outbound guard, and the tenant must "
+        "have a webhook registered (`PUT /webhooks`).",
+    )
+    endUser: EndUser | None = Field(
+        None,
+        description="The tenant's end user this connection is for; copied to the credential. On reauthorize: "
+        "omitted keeps the credential's, null removes it.",
+    )
+    tags: Tags | None = Field(
+        None,
+        description="Up to 10 tags (keys 1–64 of A-Z a-z 0-9 _ . -, values up to 256 characters); copied to the "
+        "credential. On reauthorize: omitted keeps the credential's, {} or null removes them.",
     )
 
 
@@ -112,12 +172,26 @@ class ShareLinkOut(ApiModel):
         description="Too many failed connection tests (`GRANTLINK_LINK_MAX_FAILED_TESTS`): the link refuses submits "
         "until it is regenerated (PUT).",
     )
+    endUser: EndUser | None = Field(None, description="The end user the link (and its credential) is for.")
+    tags: dict[str, str] = Field(default_factory=dict, description="The link's tags, copied to its credential.")
+    webhookUrl: str | None = Field(None, description="Where this link's events also go, if it has its own.")
 
 
 class ListMeta(ApiModel):
     page: int
     totalPages: int
     totalItemsCount: int
+    nextCursor: str | None
+
+
+class CredentialListMeta(ApiModel):
+    page: int
+    totalPages: int | None = Field(description="null when `totalItemsCount` is null.")
+    totalItemsCount: int | None = Field(
+        description="How many credentials match: exact without filters, by partner and/or state, and by `endUserId` "
+        "alone (counters kept with every write). null when a `tag` filter or `endUserId` with another filter is "
+        "used: counting them would mean reading every match; follow `nextCursor` until it is null instead."
+    )
     nextCursor: str | None
 
 
@@ -151,6 +225,8 @@ class CredentialOut(ApiModel):
     accessExpiresAt: str | None = Field(None, description="When the OAuth access token expires.")
     lastRefreshedAt: str | None = Field(None, description="When grantlink last refreshed the OAuth token.")
     refreshFailures: int = Field(0, description="Failed refresh attempts since the last success.")
+    endUser: EndUser | None = Field(None, description="The end user, from the link that made or reauthorized it.")
+    tags: dict[str, str] = Field(default_factory=dict, description="The tags, from that link.")
 
 
 class CredentialEnvelope(ApiModel):
@@ -161,7 +237,7 @@ class CredentialEnvelope(ApiModel):
 class CredentialListEnvelope(ApiModel):
     success: Literal[True] = True
     data: list[CredentialOut]
-    meta: ListMeta
+    meta: CredentialListMeta
 
 
 class SecretOut(ApiModel):
@@ -174,6 +250,25 @@ class SecretOut(ApiModel):
 class SecretEnvelope(ApiModel):
     success: Literal[True] = True
     data: SecretOut
+
+
+class TokenOut(ApiModel):
+    """The current OAuth access token of a credential (GET /credentials/{id}/token)."""
+
+    credentialId: str
+    accessToken: SecretStr = Field(description="The access token, fresh: refreshed first when it was due.")
+    tokenType: str = Field(description="As the partner issued it, usually `Bearer`.")
+    expiresAt: str | None = Field(None, description="When the access token expires (ISO 8601), or null if unknown.")
+
+    @field_serializer("accessToken", when_used="json")
+    def _reveal(self, value: SecretStr) -> str:
+        """Masked in reprs and logs; the token itself only in the JSON answer."""
+        return value.get_secret_value()
+
+
+class TokenEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: TokenOut
 
 
 class AuditEntryOut(ApiModel):
@@ -347,6 +442,12 @@ class Credential:
     secret_id: str = ""  # names the sealed secret now stored; a kept rotated token says which one it replaces
     lease_owner: str | None = None  # the refresh lease, as read; only the lease writes keep or drop it
     lease_until: str | None = None
+    end_user: dict[str, str] | None = None  # EndUser as JSON (id, email, displayName), from the link
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """`endUser` and `tags`, as every event about the credential carries them."""
+        return identity(self.end_user, self.tags)
 
     def due_at(self) -> datetime | None:
         """When the renewal jobs should next look at this credential, or None (then it is not in the due index)."""
@@ -372,6 +473,8 @@ class Credential:
             accessExpiresAt=clock.iso(self.access_expires_at) if self.access_expires_at else None,
             lastRefreshedAt=clock.iso(self.last_refreshed_at) if self.last_refreshed_at else None,
             refreshFailures=self.refresh_failures,
+            endUser=EndUser.model_validate(self.end_user) if self.end_user else None,
+            tags=dict(self.tags),
         )
 
 
@@ -394,6 +497,13 @@ class ShareLink:
     version: int = 1
     failed_tests: int = 0  # failed connection tests on the connect page for the current token
     cleanup_at: datetime | None = None  # when grantlink deletes the link (and drops it from the counters)
+    end_user: dict[str, str] | None = None  # copied to the credential when the link completes
+    tags: dict[str, str] = field(default_factory=dict)
+    webhook_url: str | None = None  # events about this link also go here (signed with the tenant's secret)
+
+    def identity(self) -> dict[str, Any]:
+        """`endUser` and `tags`, as every event about the link carries them."""
+        return identity(self.end_user, self.tags)
 
     def is_locked(self) -> bool:
         """A waiting link whose token failed too many connection tests: only a PUT (new token) unlocks it."""
@@ -419,7 +529,19 @@ class ShareLink:
             link=link_url(connect_base, self.id, token) if token else None,
             failedTests=self.failed_tests,
             locked=self.is_locked(),
+            endUser=EndUser.model_validate(self.end_user) if self.end_user else None,
+            tags=dict(self.tags),
+            webhookUrl=self.webhook_url,
         )
+
+
+def identity(end_user: dict[str, str] | None, tags: dict[str, str]) -> dict[str, Any]:
+    return {"endUser": dict(end_user) if end_user else None, "tags": dict(tags)}
+
+
+def end_user_dict(end_user: EndUser | None) -> dict[str, str] | None:
+    """The domain form of an EndUser: its set fields only."""
+    return end_user.model_dump(exclude_none=True) if end_user else None
 
 
 def link_url(base: str, link_id: str, token: str) -> str:
@@ -482,6 +604,8 @@ def link_to_item(link: ShareLink, ttl: int | None) -> dict[str, Any]:
         item["boundCredentialId"] = link.bound_credential_id
     if link.redirect_url:
         item["redirectUrl"] = link.redirect_url
+    if link.webhook_url:
+        item["webhookUrl"] = link.webhook_url
     if link.oauth_flow:
         item["oauthFlow"] = link.oauth_flow
     if link.last_error:
@@ -490,6 +614,10 @@ def link_to_item(link: ShareLink, ttl: int | None) -> dict[str, Any]:
         item["failedTests"] = link.failed_tests
     if link.expiry_notified:
         item["expiryNotified"] = True
+    if link.end_user:
+        item["endUser"] = link.end_user
+    if link.tags:
+        item["tags"] = link.tags
     waiting = link.status in (LinkStatus.WAITING, LinkStatus.WAITING_FOR_OAUTH)
     if waiting and not link.expiry_notified:
         item.update(due_keys(link.id, link.expires_at))  # the sweep emits share.expired at expiresAt
@@ -517,12 +645,15 @@ def link_from_item(item: dict[str, Any]) -> ShareLink:
         credential_id=item.get("credentialId"),
         bound_credential_id=item.get("boundCredentialId"),
         redirect_url=item.get("redirectUrl"),
+        webhook_url=item.get("webhookUrl"),
         oauth_flow=item.get("oauthFlow"),
         last_error=item.get("lastError"),
         expiry_notified=bool(item.get("expiryNotified", False)),
         version=int(item.get("version", 1)),
         failed_tests=int(item.get("failedTests", 0)),
         cleanup_at=clock.parse_iso(item["cleanupAt"]) if item.get("cleanupAt") else None,
+        end_user=dict(item["endUser"]) if item.get("endUser") else None,
+        tags=dict(item.get("tags") or {}),
     )
 
 
@@ -540,6 +671,34 @@ def tenant_credentials_by_state_pk(tenant_id: str, state: str) -> str:
 
 def tenant_credentials_by_partner_pk(tenant_id: str, partner_id: int) -> str:
     return f"TENANT#{tenant_id}#CRED#P#{partner_id}"
+
+
+def tenant_credentials_by_end_user_pk(tenant_id: str, end_user_id: str) -> str:
+    return f"TENANT#{tenant_id}#EU#{end_user_id}"
+
+
+def end_user_stats_kind(end_user_id: str) -> str:
+    """The counter item (`TENANT#<t>` / `STATS#<kind>`) of one end user's credentials."""
+    return f"CRED#EU#{end_user_id}"
+
+
+def tag_item(cred: Credential, key: str, value: str) -> dict[str, Any]:
+    """One item per tag of a credential, in the sparse `tags` index (`tagPk = TENANT#<t>#TAG#<key>=<value>`),
+    written and deleted in the credential's own transactions. The sort key hashes the pair (a value may be 1 KB)."""
+    pair = f"{key}={value}"
+    return {
+        "pk": f"CRED#{cred.id}",
+        "sk": "TAG#" + hashlib.sha256(pair.encode()).hexdigest(),
+        "type": "credential_tag",
+        "tenantId": cred.tenant_id,
+        "credentialId": cred.id,
+        "tagPk": tenant_credentials_by_tag_pk(cred.tenant_id, key, value),
+        "tagSk": listing_sk(cred.created_at, cred.id),
+    }
+
+
+def tenant_credentials_by_tag_pk(tenant_id: str, key: str, value: str) -> str:
+    return f"TENANT#{tenant_id}#TAG#{key}={value}"
 
 
 def credential_to_item(cred: Credential) -> dict[str, Any]:
@@ -575,8 +734,12 @@ def credential_to_item(cred: Credential) -> dict[str, Any]:
         "retryAt": clock.iso(cred.retry_at) if cred.retry_at else None,
         "expiryWarned": cred.expiry_warned or None,
         "secretId": cred.secret_id or None,
+        "endUser": cred.end_user or None,
+        "tags": cred.tags or None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
+    if cred.end_user:
+        item.update(gsi4pk=tenant_credentials_by_end_user_pk(cred.tenant_id, cred.end_user["id"]), gsi4sk=sort_key)
     due = cred.due_at()
     if due is not None:
         item.update(due_keys(cred.id, due))
@@ -609,6 +772,8 @@ def credential_from_item(item: dict[str, Any]) -> Credential:
         secret_id=str(item.get("secretId", "")),
         lease_owner=item.get("leaseOwner"),
         lease_until=item.get("leaseUntil"),
+        end_user=dict(item["endUser"]) if item.get("endUser") else None,
+        tags=dict(item.get("tags") or {}),
     )
 
 

@@ -54,6 +54,7 @@ WAIT_FOR_REFRESH_SECONDS = 8.0
 WRITE_ATTEMPTS = 4  # storing a refreshed secret: tries before the tokens are kept aside
 WRITE_BACKOFF_SECONDS = 0.25
 KEPT_TOKEN_DAYS = 30
+KEPT_ASIDE_METRIC = "RefreshedTokensKeptAside"  # template.yaml alarms on it
 AUTH_ERRORS = {"invalid_grant", "invalid_client", "unauthorized_client"}
 APP_ERRORS = {"invalid_client", "unauthorized_client"}  # the tenant's OAuth app is refused, not the user's grant
 APP_REFUSED_REPORT_SECONDS = 86400
@@ -179,6 +180,7 @@ def start(link_id: str, token: str, form: dict[str, str], redirect_uri: str, sto
     state, (verifier, challenge) = secrets.token_urlsafe(32), pkce_pair()
     url = _authorize_url(provider, app, fields, redirect_uri, state, challenge)
     _begin(store, opened, token, hash_state(state), verifier, fields)
+    events.emit("share.waiting_for_oauth", link.tenant_id, linkId=link.id, partnerId=link.partner_id, **link.identity())
     return url
 
 
@@ -219,6 +221,8 @@ def _begin(store: Store, opened: OpenedLink, token: str, state_hash: str, verifi
         "fields": fields,
         "boundCredentialId": link.bound_credential_id,
         "redirectUrl": link.redirect_url,
+        "endUser": link.end_user,  # what the credential will carry (copied from the link)
+        "tags": link.tags or None,
         "expiresAt": clock.iso(expires),
         "ttl": int(expires.timestamp()) + 3600,
     }
@@ -365,13 +369,17 @@ def _bound(store: Store, flow: dict[str, Any]) -> Credential | None:
     return credential
 
 
-def token_values(token: dict[str, Any], previous: dict[str, Any] | None, fields: dict[str, str]) -> dict[str, Any]:
-    """What is sealed for an OAuth credential. A response without a refresh token keeps the old one (O7)."""
+def token_values(
+    token: dict[str, Any], previous: dict[str, Any] | None, fields: dict[str, str], provider: Provider | None = None
+) -> dict[str, Any]:
+    """What is sealed for an OAuth credential. A response without a refresh token keeps the old one (O7); the
+    provider's token metadata (`oauth.tokenMetadata`, e.g. Salesforce's instance_url) is kept the same way."""
     expires_in = token.get("expires_in")
     expires_at = clock.iso(clock.now() + timedelta(seconds=int(expires_in))) if expires_in else None
     refresh = token.get("refresh_token") or (previous or {}).get("refreshToken")
     values = {
         **fields,
+        **_token_metadata(provider, token, previous),
         "accessToken": token["access_token"],
         "tokenType": token.get("token_type", "Bearer"),
         "scope": " ".join(token["scope"]) if isinstance(token.get("scope"), list) else token.get("scope"),
@@ -381,6 +389,22 @@ def token_values(token: dict[str, Any], previous: dict[str, Any] | None, fields:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _token_metadata(
+    provider: Provider | None, token: dict[str, Any], previous: dict[str, Any] | None
+) -> dict[str, str]:
+    """The declared non-secret token-response fields that match their pattern, else what was kept before."""
+    kept: dict[str, str] = {}
+    for entry in provider.oauth.token_metadata if provider and provider.oauth else []:
+        value = token.get(entry.name)
+        if isinstance(value, str) and re.fullmatch(entry.pattern, value):
+            kept[entry.field] = value
+        elif isinstance((previous or {}).get(entry.field), str):
+            kept[entry.field] = str((previous or {})[entry.field])
+        elif value is not None:
+            logger.warning("token metadata does not match its pattern; not kept", extra={"field": entry.field})
+    return kept
+
+
 def _credential_from_token(
     flow: dict[str, Any], provider: Provider, token: dict, fields: dict, before: Credential | None
 ) -> Credential:
@@ -388,7 +412,7 @@ def _credential_from_token(
 
     now = clock.now().replace(microsecond=0)
     credential_id = before.id if before else new_credential_id()
-    values = token_values(token, None, fields)
+    values = token_values(token, None, fields, provider)
     return Credential(
         id=credential_id,
         tenant_id=flow["tenantId"],
@@ -403,6 +427,8 @@ def _credential_from_token(
         access_expires_at=clock.parse_iso(values["expiresAt"]) if "expiresAt" in values else None,
         refreshable="refreshToken" in values,
         version=before.version + 1 if before else 1,
+        end_user=dict(flow["endUser"]) if flow.get("endUser") else None,
+        tags=dict(flow.get("tags") or {}),
     )
 
 
@@ -436,6 +462,7 @@ def _grant(store: Store, flow: dict[str, Any], credential: Credential, before: C
         credentialId=credential.id,
         partnerId=credential.partner_id,
         reauthorized=before is not None,
+        **credential.identity(),
     )
 
 
@@ -562,7 +589,7 @@ def _refresh_now(
     token = _refresh_or_explain(current, store, values)
     provider = providers.get(current.partner_id)
     fields = {k: v for k, v in values.items() if provider.field(k)}
-    values = token_values(token, values, fields)
+    values = token_values(token, values, fields, provider)
     secret = _seal_values(current, values, sealer)
     return _store_refreshed(store, current, owner, secret, values, drop_kept=kept is not None), values
 
@@ -640,7 +667,18 @@ def _store_refreshed(
             credentialId=current.id,
             partnerId=current.partner_id,
             accessExpiresAt=values.get("expiresAt"),
+            **before.identity(),
         )
+        if before.refresh_failures > 0:  # the item written over had failed refreshes: it works again
+            events.emit(
+                "credential.recovered",
+                current.tenant_id,
+                credentialId=current.id,
+                partnerId=current.partner_id,
+                failures=before.refresh_failures,
+                failingSince=clock.iso(before.failing_since) if before.failing_since else None,
+                **before.identity(),
+            )
         return True
     _keep(store, current, secret, values)
     return False
@@ -660,7 +698,7 @@ def _keep(store: Store, current: Credential, secret: bytes, values: dict[str, An
         "keptAt": clock.iso(now),
         "ttl": int((now + timedelta(days=KEPT_TOKEN_DAYS)).timestamp()),
     }
-    metrics.add_metric(name="RefreshedTokensKeptAside", unit="Count", value=1)
+    metrics.add_metric(name=KEPT_ASIDE_METRIC, unit="Count", value=1)
     logger.warning("refreshed tokens not stored on the credential: kept aside", extra={"credential": current.id})
     for attempt in range(WRITE_ATTEMPTS):
         try:
@@ -746,6 +784,7 @@ def mark_reauthorization_required(
             credentialId=credential.id,
             partnerId=credential.partner_id,
             reason=reason,
+            **credential.identity(),
         )
         writes = [
             *store.credential_update(credential, after),
@@ -781,6 +820,7 @@ def _reauthorize_link_or_none(
             store,
             bound_credential_id=credential.id,
             also=lambda link: [*writes, outbox.put(body, link.id)],
+            keep_from=credential,
         )
     except errors.UnprocessableEntity:
         store.transact(*writes, outbox.put(body))

@@ -10,7 +10,8 @@ The rules, in one place (README, "Outbound calls"):
 - Redirects are never followed: a 3xx is the answer.
 - Connect and read timeouts, and an overall deadline that bounds everything, the body included: a watchdog
   closes the socket at the deadline, and the body is read as it arrives, each wait bounded by what is left.
-- At most `MAX_BODY_BYTES` of body.
+- At most `Limits.max_body` bytes of body after decoding (`MAX_BODY_BYTES` unless the call sets its own): a
+  gzip or deflate body is decoded as it is read, so the cap bounds what grantlink holds, not what travelled.
 - TLS is verified against `GRANTLINK_CA_BUNDLE`, else `REQUESTS_CA_BUNDLE`, else the bundled CAs. Nothing else
   comes from the environment: no proxies, no ~/.netrc credentials.
 - A call that gets no answer raises `OutboundError`, whose `kind` each caller puts into its own words.
@@ -28,7 +29,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -40,6 +41,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import DecodeError, MaxRetryError, NameResolutionError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.response import HTTPResponse
 
 from grantlink import config
 from grantlink.observability import logger, trace_http
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 256 * 1024
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 10.0
-DEFAULT_TOKEN_DEADLINE = 20.0
+DEFAULT_TOKEN_DEADLINE = 12.0  # with the writes after it, inside every refreshing function's timeout
 CHUNK = 16 * 1024
 
 Kind = Literal[
@@ -90,6 +92,8 @@ class Answer:
     status: int
     headers: Mapping[str, str]
     body: bytes | None  # None when not asked for, or longer than the cap
+    header_list: tuple[tuple[str, str], ...] = ()  # every header as sent, repeated names kept apart
+    decoded: bool = False  # the body was read through its Content-Encoding (gzip, deflate): its length changed
 
 
 def limits(
@@ -98,6 +102,7 @@ def limits(
     connect: float | None = None,
     read: float | None = None,
     deadline: float | None = None,
+    max_body: int = MAX_BODY_BYTES,
 ) -> Limits:
     """The configured limits, each overridable; the deadline defaults to connect + read."""
     # getattr: tests may stand a partial settings object in for config.settings().
@@ -106,7 +111,7 @@ def limits(
     connect = float(getattr(conf, "test_connect_timeout", DEFAULT_CONNECT_TIMEOUT)) if connect is None else connect
     read = float(getattr(conf, "test_read_timeout", DEFAULT_READ_TIMEOUT)) if read is None else read
     deadline = connect + read if deadline is None else deadline
-    return Limits(min(connect, deadline), min(read, deadline), deadline, allow, ca_bundle(conf))
+    return Limits(min(connect, deadline), min(read, deadline), deadline, allow, ca_bundle(conf), max_body)
 
 
 def token_limits() -> Limits:
@@ -160,13 +165,15 @@ def send(
     limits: Limits,
     *,
     headers: Mapping[str, str] | None = None,
-    params: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
     json: Any = None,
+    data: bytes | None = None,
     read_body: bool = True,
     session: Any = None,
 ) -> Answer:
     """Call `url` under `limits` and return the answer, whatever its status; raise `OutboundError` when there
-    is none. `session` is for tests: one handed in is used as it is, after the same check."""
+    is none. `json` or `data` is the body. `session` is for tests: one handed in is used as it is, after the
+    same check."""
     own = session is None
     client = session or guarded_session(limits)
     if not own:
@@ -174,11 +181,12 @@ def send(
     deadline = time.monotonic() + limits.deadline
     try:
         with client.request(
-            method, url, headers=headers, params=params, json=json, timeout=(limits.connect, limits.read),
-            verify=limits.verify, allow_redirects=False, stream=True,
+            method, url, headers=headers, params=params, json=json, data=data,
+            timeout=(limits.connect, limits.read), verify=limits.verify, allow_redirects=False, stream=True,
         ) as response:  # fmt: skip
             body = _read(response, limits, deadline) if read_body else None
-            return Answer(response.status_code, response.headers, body)
+            listed = tuple((str(name), str(value)) for name, value in response.raw.headers.items())
+            return Answer(response.status_code, response.headers, body, listed, _decodes(response))
     except requests.RequestException as exc:
         raise OutboundError(_kind(exc, deadline)) from exc
     finally:
@@ -274,6 +282,12 @@ def _read(response: requests.Response, limits: Limits, deadline: float) -> bytes
     return b"".join(chunks)
 
 
+def _decodes(response: requests.Response) -> bool:
+    """True when the body is read decoded: every Content-Encoding named is one urllib3 decodes."""
+    codings = [c.strip().lower() for c in response.headers.get("Content-Encoding", "").split(",") if c.strip()]
+    return bool(codings) and all(c in HTTPResponse.CONTENT_DECODERS for c in codings)
+
+
 def _read_some(response: requests.Response, limits: Limits, deadline: float) -> bytes:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -282,7 +296,7 @@ def _read_some(response: requests.Response, limits: Limits, deadline: float) -> 
     if connection is not None and connection.sock is not None:
         connection.sock.settimeout(min(limits.read, left))  # one wait never outlasts the deadline
     try:
-        return bytes(response.raw.read1(CHUNK))
+        return bytes(response.raw.read1(CHUNK, decode_content=True))
     except ReadTimeoutError as exc:
         raise OutboundError("deadline" if time.monotonic() >= deadline else "read_timeout") from exc
     except DecodeError as exc:

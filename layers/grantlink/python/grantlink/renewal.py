@@ -91,6 +91,10 @@ def process(message: dict[str, Any], store: Store | None = None) -> str:
         from grantlink import outbox
 
         return outbox.resend(item_id, store)
+    if kind == "DELIVERY":
+        from grantlink import webhooks
+
+        return webhooks.attempt_due(item_id, store)
     raise ValueError("not a renewal message")
 
 
@@ -137,6 +141,7 @@ def expire_link(link_id: str, store: Store) -> str:
         partnerId=link.partner_id,
         status=int(link.status),
         expiresAt=clock.iso(link.expires_at),
+        **link.identity(),
     )
     return "share_expired"
 
@@ -201,6 +206,7 @@ def _warn_expiring(credential: Credential, store: Store) -> str:
         partnerId=credential.partner_id,
         accessExpiresAt=clock.iso(credential.access_expires_at) if credential.access_expires_at else None,
         reason="no refresh token: a person must reauthorize before it expires",
+        **credential.identity(),
     )
     return "expiring"
 
@@ -240,5 +246,6 @@ def _record_failure(credential: Credential, store: Store, *, reason: str, give_u
         failingSince=clock.iso(since),
         nextAttemptAt=clock.iso(after.retry_at) if after.retry_at else None,
         reason=reason,
+        **latest.identity(),
     )
     return "refresh_failed"

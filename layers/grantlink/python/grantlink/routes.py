@@ -17,12 +17,19 @@ class Route:
     public: bool = False  # public routes have no authorizer (the connect page, OAuth callback)
 
     @property
+    def methods(self) -> tuple[str, ...]:
+        return ANY_METHODS if self.method == "ANY" else (self.method,)
+
+    @property
     def key(self) -> str:
         return self.path if self.path == "$default" else f"{self.method} {self.path}"
 
 
+# What API Gateway's `ANY` covers, as far as a function is concerned.
+ANY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 LINKS = "/credentials/grant-access-sharing"
 CRED = "/credentials/{id}"
+PROXY = CRED + "/proxy/{path+}"  # every method; `{path+}` is the rest of the path, slashes and all
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", LINKS, "share_links", "links:write"),
@@ -37,12 +44,20 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", CRED + "/secret", "credentials", "credentials:secret"),
     Route("POST", CRED + "/reauthorize", "credentials", "credentials:write"),
     Route("GET", CRED + "/audit", "credentials", "credentials:read"),
+    Route("GET", CRED + "/token", "credentials", "credentials:secret"),
+    Route("ANY", PROXY, "proxy", "credentials:proxy"),
     Route("POST", CRED + "/test", "connection_test", "credentials:write"),
     Route("GET", "/partners", "partners", None),
     Route("GET", "/partners/{id}", "partners", None),
     Route("PUT", "/partners/{id}/oauth-app", "partners", "credentials:write"),
     Route("GET", "/partners/{id}/oauth-app", "partners", "credentials:read"),
     Route("DELETE", "/partners/{id}/oauth-app", "partners", "credentials:write"),
+    Route("PUT", "/webhooks", "webhooks", "credentials:write"),
+    Route("GET", "/webhooks", "webhooks", "credentials:read"),
+    Route("DELETE", "/webhooks", "webhooks", "credentials:write"),
+    Route("POST", "/webhooks/rotate-secret", "webhooks", "credentials:write"),
+    Route("GET", "/webhooks/deliveries", "webhooks", "credentials:read"),
+    Route("POST", "/webhooks/deliveries/{id}/retry", "webhooks", "credentials:read"),  # a resend to its own endpoint
     Route("GET", "/connect", "connect_page", None, public=True),
     Route("POST", "/connect", "connect_page", None, public=True),
     Route("GET", "/connect/done", "connect_page", None, public=True),

@@ -23,11 +23,15 @@ from grantlink.models import (
     credential_from_item,
     credential_key,
     credential_to_item,
+    end_user_stats_kind,
     link_from_item,
     link_key,
     link_to_item,
+    tag_item,
+    tenant_credentials_by_end_user_pk,
     tenant_credentials_by_partner_pk,
     tenant_credentials_by_state_pk,
+    tenant_credentials_by_tag_pk,
     tenant_credentials_pk,
     tenant_links_by_status_pk,
     tenant_links_pk,
@@ -140,7 +144,8 @@ class Store:
         start: dict[str, Any] | None,
         equals: dict[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """One Query call on an index, newest first; returns the items and the LastEvaluatedKey."""
+        """One Query call on an index, newest first; returns the items and the LastEvaluatedKey. `equals` filters
+        the page (a FilterExpression: the page still reads at most `limit` items); a dotted name is a map path."""
         names, values = {"#k": key_name}, {":v": key_value}
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -150,9 +155,12 @@ class Store:
             "Limit": limit,
         }
         if equals:
-            names.update({f"#f{i}": k for i, k in enumerate(equals)})
+            paths = [k.split(".", 1) for k in equals]  # "tags.env": the path tags → env (a tag key may hold dots)
+            names.update({f"#f{i}_{j}": part for i, path in enumerate(paths) for j, part in enumerate(path)})
             values.update({f":f{i}": v for i, v in enumerate(equals.values())})
-            kwargs["FilterExpression"] = " AND ".join(f"#f{i} = :f{i}" for i in range(len(equals)))
+            kwargs["FilterExpression"] = " AND ".join(
+                ".".join(f"#f{i}_{j}" for j in range(len(path))) + f" = :f{i}" for i, path in enumerate(paths)
+            )
         kwargs.update(ExpressionAttributeNames=names, ExpressionAttributeValues=serialize(values))
         if start:
             kwargs["ExclusiveStartKey"] = serialize(start)
@@ -275,11 +283,14 @@ class Store:
         version is unchanged; keeps the tenant's counters right. Replacing drops any refresh lease: a refresh in
         flight then keeps its token aside (`put_kept_token`) instead of overwriting the new grant."""
         item = {**credential_to_item(after), "secretId": new_secret_id()}
+        identity = _identity_writes(before, after)
         if before is None:
             # Protects: a new credential id never overwrites an existing credential.
             put = {"Put": {"Item": serialize(item), "ConditionExpression": "attribute_not_exists(pk)"}}
-            return [put, stats_update(after.tenant_id, "CRED", {"total": 1, **credential_counters(after, 1)})]
-        return [_put(item, "#v = :v AND tenantId = :t", before.version, before.tenant_id), *_counters(before, after)]
+            counters = stats_update(after.tenant_id, "CRED", {"total": 1, **credential_counters(after, 1)})
+            return [put, counters, *identity]
+        put = _put(item, "#v = :v AND tenantId = :t", before.version, before.tenant_id)
+        return [put, *_counters(before, after), *identity]
 
     def credential_update(self, before: Credential, after: Credential) -> list[dict[str, Any]]:
         """Change a credential's metadata (title, state, test result, back-off…) in place: only the attributes
@@ -314,13 +325,32 @@ class Store:
                 }
             },
             stats_update(cred.tenant_id, "CRED", {"total": -1, **credential_counters(cred, -1)}),
+            *_identity_writes(cred, None),
         ]
 
     def list_credentials(
-        self, tenant_id: str, partner_id: int | None, state: str | None, limit: int, start: dict[str, Any] | None
+        self,
+        tenant_id: str,
+        partner_id: int | None,
+        state: str | None,
+        limit: int,
+        start: dict[str, Any] | None,
+        *,
+        end_user_id: str | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> tuple[list[Credential], dict[str, Any] | None]:
-        """One Query: by partner (gsi3), else by state (gsi2), else all (gsi1). Partner and state together
-        query the partner's index with the state as a filter, so a page still reads at most `limit` items."""
+        """One Query: by end user (gsi4), else by tag (the `tags` index, then one BatchGetItem of the page), else by
+        partner (gsi3), else by state (gsi2), else all (gsi1). Filters beyond the index's own are a FilterExpression
+        (or, after a tag query, the same test on the items read), so a page still reads at most `limit` items."""
+        if end_user_id is not None:
+            equals = {"partnerId": partner_id, "state": state, **({f"tags.{tag[0]}": tag[1]} if tag else {})}
+            key = tenant_credentials_by_end_user_pk(tenant_id, end_user_id)
+            items, last = self.query_page(
+                "gsi4", "gsi4pk", key, limit, start, equals={k: v for k, v in equals.items() if v is not None} or None
+            )
+            return [credential_from_item(i) for i in items], last
+        if tag is not None:
+            return self._list_by_tag(tenant_id, tag, partner_id, state, limit, start)
         if partner_id is not None:
             index, key = "gsi3", tenant_credentials_by_partner_pk(tenant_id, partner_id)
         elif state is not None:
@@ -330,6 +360,45 @@ class Store:
         extra = {"state": state} if partner_id is not None and state is not None else None
         items, last = self.query_page(index, f"{index}pk", key, limit, start, equals=extra)
         return [credential_from_item(i) for i in items], last
+
+    def _list_by_tag(
+        self,
+        tenant_id: str,
+        tag: tuple[str, str],
+        partner_id: int | None,
+        state: str | None,
+        limit: int,
+        start: dict[str, Any] | None,
+    ) -> tuple[list[Credential], dict[str, Any] | None]:
+        """A page of the sparse tag index (keys only), then the credentials it names in one BatchGetItem. A tag
+        item and its credential are written in one transaction; the credential is checked again all the same."""
+        key = tenant_credentials_by_tag_pk(tenant_id, *tag)
+        keys, last = self.query_page("tags", "tagPk", key, limit, start)
+        found = self.get_many([{"pk": k["pk"], "sk": "CRED"} for k in keys])
+        wanted = []
+        for item in found:
+            cred = credential_from_item(item)
+            if cred.tenant_id != tenant_id or cred.tags.get(tag[0]) != tag[1]:
+                continue
+            if (partner_id is None or cred.partner_id == partner_id) and (state is None or str(cred.state) == state):
+                wanted.append(cred)
+        return wanted, last
+
+    def get_many(self, keys: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """BatchGetItem (consistent) of up to 100 keys, unprocessed keys retried; the items found, in `keys` order."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        pending = [serialize(k) for k in keys]
+        for _ in range(5):
+            if not pending:
+                break
+            answer = self._call("batch_get_item", RequestItems={self.table: {"Keys": pending, "ConsistentRead": True}})
+            for raw in answer.get("Responses", {}).get(self.table, []):
+                item = deserialize(raw)
+                found[(item["pk"], item["sk"])] = item
+            pending = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        if pending:
+            raise errors.ServiceUnavailable()
+        return [found[(k["pk"], k["sk"])] for k in keys if (k["pk"], k["sk"]) in found]
 
     def put_audit(self, item: dict[str, Any]) -> dict[str, Any]:
         return {"Put": {"Item": serialize(item)}}
@@ -485,6 +554,25 @@ def kept_token_key(credential_id: str) -> dict[str, str]:
 
 def new_secret_id() -> str:
     return secrets.token_hex(8)
+
+
+def _identity_writes(before: Credential | None, after: Credential | None) -> list[dict[str, Any]]:
+    """What goes with a credential write or delete: its tag items (one per tag, in the `tags` index) put or
+    deleted as the tags change, and the per-end-user counter moved when the end user changes."""
+    old = {tag: tag_item(before, *tag) for tag in before.tags.items()} if before else {}
+    new = {tag: tag_item(after, *tag) for tag in after.tags.items()} if after else {}
+    actions: list[dict[str, Any]] = [{"Put": {"Item": serialize(new[tag])}} for tag in new if tag not in old]
+    gone = [{"pk": old[tag]["pk"], "sk": old[tag]["sk"]} for tag in old if tag not in new]
+    actions += [{"Delete": {"Key": serialize(key)}} for key in gone]
+    before_user = before.end_user["id"] if before and before.end_user else None
+    after_user = after.end_user["id"] if after and after.end_user else None
+    if before_user != after_user:
+        tenant_id = (after or before).tenant_id  # type: ignore[union-attr]
+        if before_user:
+            actions.append(stats_update(tenant_id, end_user_stats_kind(before_user), {"total": -1}))
+        if after_user:
+            actions.append(stats_update(tenant_id, end_user_stats_kind(after_user), {"total": 1}))
+    return actions
 
 
 def _counters(before: Credential, after: Credential) -> list[dict[str, Any]]:

@@ -20,7 +20,10 @@ from grantlink.store import default as default_store
 KEY_PREFIX = "glk_"
 KEY_ID_PREFIX = "key_"
 KEY_SHAPE = re.compile(r"^glk_[A-Za-z0-9_\-]{43}$")
-SCOPES = ("links:write", "credentials:read", "credentials:write", "credentials:secret")
+SCOPES = ("links:write", "credentials:read", "credentials:write", "credentials:secret", "credentials:proxy")
+# Keys made before `credentials:proxy` existed: one holding every scope of its time was a full-access key, and
+# still is (it gets the proxy too); a key restricted to some of them stays restricted.
+FULL_ACCESS_BEFORE_PROXY = frozenset(SCOPES[:4])
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,63}$")
 
 
@@ -99,9 +102,14 @@ def authenticate(authorization: str | None, store: Store | None = None) -> Calle
     item = (store or default_store()).get_api_key(key_hash)
     if not item:
         return None
-    return Caller(
-        tenant_id=item["tenantId"], scopes=frozenset(item.get("scopes", [])), key_id=key_id_of(item, key_hash)
-    )
+    scopes = effective_scopes(item.get("scopes", []))
+    return Caller(tenant_id=item["tenantId"], scopes=scopes, key_id=key_id_of(item, key_hash))
+
+
+def effective_scopes(stored: list[str]) -> frozenset[str]:
+    """A key's stored scopes, plus `credentials:proxy` for a full-access key made before that scope existed."""
+    scopes = frozenset(stored)
+    return scopes | {"credentials:proxy"} if scopes >= FULL_ACCESS_BEFORE_PROXY else scopes
 
 
 def normalize_origin(url: str) -> str:
