@@ -57,7 +57,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/webhooks", "webhooks", "credentials:write"),
     Route("POST", "/webhooks/rotate-secret", "webhooks", "credentials:write"),
     Route("GET", "/webhooks/deliveries", "webhooks", "credentials:read"),
-    Route("POST", "/webhooks/deliveries/{id}/retry", "webhooks", "credentials:read"),  # a resend to its own endpoint
+    Route("POST", "/webhooks/deliveries/{id}/retry", "webhooks", "credentials:write"),  # it sends: a write
     Route("GET", "/connect", "connect_page", None, public=True),
     Route("POST", "/connect", "connect_page", None, public=True),
     Route("GET", "/connect/done", "connect_page", None, public=True),
