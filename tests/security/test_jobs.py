@@ -109,10 +109,19 @@ def test_sweep_schedule_retries_then_dead_letters() -> None:
     assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]}}
 
 
+def renewal_worker_event() -> tuple[str, dict[str, Any]]:
+    """(function logical id, event properties) of the SQS event that feeds the renewal queue to its worker (the
+    webhook delivery function has an SQS event of its own)."""
+    ((function, _, properties),) = [
+        source for source in template.event_sources(TPL, "SQS") if source[2]["Queue"]["Fn::GetAtt"][0] == "RenewalQueue"
+    ]
+    return function.logical_id, properties
+
+
 def worker_concurrency(reserved: int) -> tuple[int | None, int]:
     """(the worker's reserved concurrency, or None when unreserved; the SQS poller's maximum concurrency) when the
     stack is deployed with WorkerReservedConcurrency=`reserved`."""
-    function, feed = only_event("SQS")
+    function, feed = renewal_worker_event()
     resolver = template.Resolver(TPL, refs={"WorkerReservedConcurrency": reserved, "AWS::NoValue": None})
     reserved_executions = resolver.resolve(props(function).get("ReservedConcurrentExecutions"))
     return reserved_executions, resolver.resolve(feed["ScalingConfig"]["MaximumConcurrency"])
@@ -122,7 +131,7 @@ def test_renewal_worker_concurrency_is_bounded_and_it_reports_batch_item_failure
     """R4 (and R2's shape): by default the worker reserves nothing (a reservation fails to deploy in an account at
     the default quota of 10) yet the poller runs at most 5 at once; WorkerReservedConcurrency reserves; the worker
     reports batch item failures, ten at a time."""
-    function, feed = only_event("SQS")
+    function, feed = renewal_worker_event()
     assert (function, feed["Queue"]) == ("RenewalWorkerFunction", {"Fn::GetAtt": ["RenewalQueue", "Arn"]})
     assert TPL["Parameters"]["WorkerReservedConcurrency"]["Default"] == 0
     assert worker_concurrency(0) == (None, 5)

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+import urllib3
 
 from tests.helpers import SECRET, call, connected, create_link, creds, event, invoke, reroute
 from tests.xray import recording_traces
@@ -103,7 +104,8 @@ def test_a_query_string_api_key_stays_out_of_the_traced_partner_call(
     def answer(adapter: Any, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         sent.append(request.url or "")
         response = requests.Response()
-        response.status_code, response.raw = 200, io.BytesIO(b'{"data": {"company_name": "ACME"}}')
+        body = io.BytesIO(b'{"data": {"company_name": "ACME"}}')
+        response.status_code, response.raw = 200, urllib3.HTTPResponse(body=body, preload_content=False)
         response.headers["Content-Type"] = "application/json"
         response.request, response.url = request, request.url or ""
         return response
