@@ -34,7 +34,9 @@ run: install system ## start the embedded local stack on 127.0.0.1:$(PORT) (Ctrl
 	$(BIN)/python -m infra.local --port $(PORT)
 
 test: install system browser lint ## everything CI runs: lint, then every test, with branch coverage ≥ 90% on the layer
-	$(BIN)/python -m pytest --cov=grantlink --cov-branch --cov-report=term:skip-covered --cov-fail-under=90
+	$(BIN)/python -m pytest tests/fuzz --cov=grantlink --cov-branch --cov-report=
+	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/fuzz \
+		--cov=grantlink --cov-branch --cov-append --cov-report=term:skip-covered --cov-fail-under=90
 
 unit: install ## only the fast tests (no local stack): tests/unit and the in-process part of tests/security
 	$(BIN)/python -m pytest tests/unit tests/security -m "not integration"
