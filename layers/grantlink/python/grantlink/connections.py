@@ -174,14 +174,21 @@ def delete_credential(caller: Caller, credential_id: str, store: Store | None = 
     )
 
 
-def read_secret(caller: Caller, credential_id: str, store: Store | None = None) -> SecretOut:
-    """Decrypt and return the credential's values; audited. Disabled credentials keep their secret locked."""
-    store = store or default_store()
-    credential = get_credential(caller, credential_id, store)
+def require_usable(credential: Credential) -> Credential:
+    """The credential, if its secret may be used now: a disabled one keeps it locked, and one whose grant the
+    partner refused must be reauthorized first (409 either way)."""
     if credential.state == CredentialState.DISABLED:
         raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
     if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
         raise errors.Conflict("This credential needs reauthorizing first.", code="reauthorization_required")
+    return credential
+
+
+def read_secret(caller: Caller, credential_id: str, store: Store | None = None) -> SecretOut:
+    """Decrypt and return the credential's values; audited. Disabled credentials keep their secret locked."""
+    store = store or default_store()
+    credential = get_credential(caller, credential_id, store)
+    require_usable(credential)
     values = oauth.fresh_values(credential, store)
     store.transact(store.put_audit(audit.entry(credential_id, "secret_read", caller.actor)))
     return SecretOut(
@@ -199,10 +206,7 @@ def current_token(caller: Caller, credential_id: str, force: bool = False, store
     credential = get_credential(caller, credential_id, store)
     if credential.auth_type != "oauth2":
         raise errors.Conflict("This credential does not hold an OAuth token.", code="not_an_oauth_credential")
-    if credential.state == CredentialState.DISABLED:
-        raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
-    if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
-        raise errors.Conflict("This credential needs reauthorizing first.", code="reauthorization_required")
+    require_usable(credential)
     values = oauth.fresh_values(credential, store, force=force)
     entry = audit.entry(credential_id, "token_read", caller.actor, forced=True if force else None)
     store.transact(store.put_audit(entry))

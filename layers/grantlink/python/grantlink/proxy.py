@@ -30,8 +30,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from grantlink import audit, errors, oauth, placement, providers
 from grantlink.config import settings
-from grantlink.connections import get_credential
-from grantlink.models import Caller, Credential, CredentialState
+from grantlink.connections import get_credential, require_usable
+from grantlink.models import Caller, Credential
 from grantlink.observability import SERVICE, logger, metrics
 from grantlink.providers import Provider
 from grantlink.store import Store
@@ -129,7 +129,7 @@ def forward(
     deadline = started + settings().proxy_deadline_seconds
     request = _checked(method, path, query, headers, body)
     store = store or default_store()
-    credential = _usable(get_credential(caller, credential_id, store))
+    credential = require_usable(get_credential(caller, credential_id, store))
     provider = providers.get(credential.partner_id)
     status: int | None = None
     failure: str | None = None
@@ -203,14 +203,6 @@ def _invalid_path() -> errors.BadRequest:
         "`@`, scheme or leading `//`.",
         code="invalid_proxy_path",
     )
-
-
-def _usable(credential: Credential) -> Credential:
-    if credential.state == CredentialState.DISABLED:
-        raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
-    if credential.state == CredentialState.REAUTHORIZATION_REQUIRED:
-        raise errors.Conflict("This credential needs reauthorizing first.", code="reauthorization_required")
-    return credential
 
 
 # --- calling the partner ----------------------------------------------------------------------------------
