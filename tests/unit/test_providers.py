@@ -20,14 +20,26 @@ PACKAGE = Path(providers.__file__).parent
 CATALOGUE_FILES = sorted((PACKAGE / "catalogue").glob("*.json"))
 SCHEMA = json.loads((PACKAGE / "schema.json").read_text())
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
-DEMO_URLS = {"{demoBaseUrl}": "http://localhost:3000", "{demoOAuthUrl}": "http://localhost:3001/oauth"}
+DEMO_URLS = {
+    "{demoBaseUrl}": "http://localhost:3000",
+    "{demoOAuthUrl}": "http://localhost:3001/oauth",
+    "{demoOAuth1Url}": "http://localhost:3002",
+    "{demoSandboxOAuthUrl}": "http://localhost:3003",
+}
 
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     monkeypatch.setenv("GRANTLINK_TABLE", "grantlink-test")
     monkeypatch.setenv("GRANTLINK_CONNECT_BASE_URL", "https://connect.example.com")
-    for name in ("LOCAL_DEMO", "EXTRA_PROVIDERS", "DEMO_BASE_URL", "DEMO_OAUTH_URL"):
+    for name in (
+        "LOCAL_DEMO",
+        "EXTRA_PROVIDERS",
+        "DEMO_BASE_URL",
+        "DEMO_OAUTH_URL",
+        "DEMO_OAUTH1_URL",
+        "DEMO_SANDBOX_OAUTH_URL",
+    ):
         monkeypatch.delenv(f"GRANTLINK_{name}", raising=False)
     config.reset()
     providers.reset()
@@ -117,13 +129,17 @@ def test_demo_partners_pass_the_schema_and_the_models_once_their_urls_are_filled
     assert model_accepts(document)
 
 
-def test_the_catalogue_has_at_least_25_real_providers_of_every_auth_type() -> None:
-    """Given the default settings, when the catalogue loads, then it holds 25+ partners of all three auth types."""
+def test_the_catalogue_has_at_least_100_real_providers_of_every_auth_type() -> None:
+    """Given the default settings, when the catalogue loads, then it holds 100+ partners of all five auth types,
+    across CRM, support, dev tools, finance, marketing, storage and communication."""
     everything = providers.all_providers()
 
-    assert len(everything) >= 25
-    assert {provider.auth_type for provider in everything} == {"api_key", "basic", "oauth2"}
-    assert all(1 <= provider.id <= 99 for provider in everything)
+    assert len(everything) >= 100
+    assert {provider.auth_type for provider in everything} == set(providers.AUTH_TYPES)
+    assert {"crm", "support", "dev_tools", "finance", "marketing", "storage", "communication"} <= {
+        provider.category for provider in everything
+    }
+    assert all(1 <= provider.id < 9000 for provider in everything)
 
 
 def test_ids_and_slugs_are_unique_across_real_and_demo_partners() -> None:
@@ -134,7 +150,7 @@ def test_ids_and_slugs_are_unique_across_real_and_demo_partners() -> None:
 
     assert len(set(ids)) == len(ids)
     assert len(set(slugs)) == len(slugs)
-    assert sorted(document["id"] for document in demo_documents()) == [9001, 9002, 9003]
+    assert sorted(document["id"] for document in demo_documents()) == [9001, 9002, 9003, 9004, 9005]
 
 
 @pytest.mark.parametrize("path", CATALOGUE_FILES, ids=lambda path: path.stem)
@@ -375,8 +391,12 @@ def test_public_view_shows_the_form_but_no_internals() -> None:
     """Given a partner, when its public view is built, then it holds the form fields in camelCase and nothing else."""
     view = providers.get(6).public_view()
 
-    assert set(view) == {"id", "slug", "name", "authType", "fields", "docsUrl", "description"}
+    assert set(view) == {
+        "id", "slug", "name", "authType", "category", "fields", "docsUrl", "description", "environments", "scopes",
+        "optionalScopes",
+    }  # fmt: skip
     assert view["authType"] == "basic"
+    assert view["environments"] == [{"name": "production", "label": "Production"}]
     assert view["fields"][0] == {
         "name": "site",
         "label": "Site",
@@ -385,5 +405,8 @@ def test_public_view_shows_the_form_but_no_internals() -> None:
         "pattern": r"^[a-zA-Z0-9][a-zA-Z0-9\-]{0,62}$",
         "required": True,
         "placeholder": "your-company",
+        "example": "your-company",
+        "prefix": None,
+        "suffix": None,
     }
     json.dumps(view)

@@ -55,6 +55,8 @@ class Settings(BaseModel):
     local_demo: bool = Field(False, alias="GRANTLINK_LOCAL_DEMO")
     demo_base_url: str = Field("", alias="GRANTLINK_DEMO_BASE_URL")
     demo_oauth_url: str = Field("", alias="GRANTLINK_DEMO_OAUTH_URL")
+    demo_oauth1_url: str = Field("", alias="GRANTLINK_DEMO_OAUTH1_URL")
+    demo_sandbox_oauth_url: str = Field("", alias="GRANTLINK_DEMO_SANDBOX_OAUTH_URL")
 
     model_config = {"populate_by_name": True, "extra": "ignore"}
 

@@ -42,7 +42,23 @@ _UNFORWARDABLE = re.compile(
     re.I,
 )
 
-AuthType = Literal["api_key", "basic", "oauth2"]
+AuthType = Literal["api_key", "basic", "oauth2", "oauth1", "client_credentials"]
+AUTH_TYPES: tuple[str, ...] = ("api_key", "basic", "oauth2", "oauth1", "client_credentials")
+Category = Literal[
+    "crm", "support", "dev_tools", "finance", "marketing", "storage", "communication", "productivity", "ecommerce",
+    "ai", "analytics", "hr",
+]  # fmt: skip
+PRODUCTION = "production"
+# Token-request parameters a catalogue may not set: the grant's own, which grantlink sends itself.
+_RESERVED_TOKEN_PARAMS = frozenset(
+    {"grant_type", "code", "redirect_uri", "client_id", "client_secret", "code_verifier", "refresh_token", "scope"}
+)
+_RESERVED_OAUTH1_PARAMS = frozenset({"oauth_token", "oauth_callback", "oauth_verifier"})
+# Shared hosting suffixes: a provider's own domain is never one of these (anyone can have a host under them).
+SHARED_SUFFIXES = frozenset(
+    {"com", "net", "org", "io", "co", "amazonaws.com", "herokuapp.com", "github.io", "vercel.app", "netlify.app",
+     "azurewebsites.net", "cloudfront.net", "appspot.com", "web.app", "firebaseapp.com", "pages.dev"}
+)  # fmt: skip
 
 
 class CatalogueError(ValueError):
@@ -102,6 +118,15 @@ class FormField(_Model):
     pattern: Annotated[str, Field(min_length=1), AfterValidator(_regex)] | None
     required: bool
     placeholder: Annotated[str, Field(max_length=100)] | None = None
+    example: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    prefix: Annotated[str, Field(min_length=1, max_length=60)] | None = None
+    suffix: Annotated[str, Field(min_length=1, max_length=60)] | None = None
+
+    @model_validator(mode="after")
+    def _example_fits(self) -> FormField:
+        if self.example is not None and not self.accepts(self.example):
+            raise ValueError(f"the example of field {self.name!r} does not match its pattern")
+        return self
 
     def accepts(self, value: str) -> bool:
         """True when `value` matches the whole pattern (or there is no pattern)."""
@@ -131,7 +156,20 @@ class BasicAuth(_Model):
     password: Template
 
 
-Auth = Annotated[BearerAuth | HeaderAuth | QueryAuth | BasicAuth, Field(discriminator="in_")]
+class OAuth1Auth(_Model):
+    """The request is signed with OAuth 1.0a (the tenant's consumer key and the customer's access token)."""
+
+    in_: Literal["oauth1"] = Field(alias="in")
+
+
+Auth = Annotated[BearerAuth | HeaderAuth | QueryAuth | BasicAuth | OAuth1Auth, Field(discriminator="in_")]
+Scope = Annotated[str, Field(pattern=r"^\S+$", max_length=200)]
+Params = dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=60)], Annotated[str, Field(max_length=500)]]
+
+
+def _reserved(params: dict[str, str], reserved: frozenset[str], what: str) -> None:
+    if clash := sorted(reserved & params.keys()):
+        raise ValueError(f"{what} may not set {', '.join(clash)}")
 
 
 class ErrorWhen(_Model):
@@ -172,11 +210,20 @@ class OAuth(_Model):
     issuer: Url | None = None
     client_auth: Literal["basic", "body"]
     token_metadata: Annotated[list[TokenMetadata], Field(max_length=5)] = []
+    optional_scopes: list[Scope] = []
+    extra_token_params: Params = {}
+    extra_refresh_params: Params = {}
+
+    @property
+    def allowed_scopes(self) -> list[str]:
+        """What a link may ask for: the defaults, then the optional ones."""
+        return [*self.scopes, *[s for s in self.optional_scopes if s not in self.scopes]]
 
     @model_validator(mode="after")
     def _no_reserved_params(self) -> OAuth:
-        if reserved := sorted(_RESERVED_AUTHORIZE_PARAMS & self.extra_authorize_params.keys()):
-            raise ValueError(f"extraAuthorizeParams may not set {', '.join(reserved)}")
+        _reserved(self.extra_authorize_params, _RESERVED_AUTHORIZE_PARAMS, "extraAuthorizeParams")
+        _reserved(self.extra_token_params, _RESERVED_TOKEN_PARAMS, "extraTokenParams")
+        _reserved(self.extra_refresh_params, _RESERVED_TOKEN_PARAMS, "extraRefreshParams")
         for entry in self.token_metadata:
             if entry.name in _TOKEN_FIELDS or entry.field in _TOKEN_VALUES:
                 raise ValueError(
@@ -189,6 +236,70 @@ class OAuth(_Model):
     def metadata(self, field: str) -> TokenMetadata | None:
         """The token metadata kept under this field name, or None."""
         return next((entry for entry in self.token_metadata if entry.field == field), None)
+
+
+class OAuth1(_Model):
+    """Three-legged OAuth 1.0a (RFC 5849): request token, the customer's authorization, access token."""
+
+    request_token_url: Url
+    authorize_url: Url
+    access_token_url: Url
+    signature_method: Literal["HMAC-SHA1", "HMAC-SHA256", "RSA-SHA1"]
+    extra_authorize_params: Params = {}
+
+    @model_validator(mode="after")
+    def _no_reserved_params(self) -> OAuth1:
+        _reserved(self.extra_authorize_params, _RESERVED_OAUTH1_PARAMS, "extraAuthorizeParams")
+        return self
+
+
+class ClientCredentials(_Model):
+    """The OAuth 2.0 client credentials grant (RFC 6749 section 4.4): the customer's own client id and secret,
+    typed into the connect page; grantlink mints access tokens with them and mints again before expiry."""
+
+    token_url: Url
+    scopes: list[Scope]
+    optional_scopes: list[Scope] = []
+    scope_separator: Literal[" ", ","] = " "
+    client_auth: Literal["basic", "body"]
+    client_id_field: Annotated[str, Field(pattern=r"^[a-z][a-zA-Z0-9_]*$", max_length=40)]
+    client_secret_field: Annotated[str, Field(pattern=r"^[a-z][a-zA-Z0-9_]*$", max_length=40)]
+    extra_token_params: Params = {}
+
+    @property
+    def allowed_scopes(self) -> list[str]:
+        return [*self.scopes, *[s for s in self.optional_scopes if s not in self.scopes]]
+
+    @model_validator(mode="after")
+    def _no_reserved_params(self) -> ClientCredentials:
+        _reserved(self.extra_token_params, _RESERVED_TOKEN_PARAMS, "extraTokenParams")
+        return self
+
+
+class Environment(_Model):
+    """A separate deployment of the provider (a sandbox, a test mode): its own URLs, each replacing the
+    default for credentials of this environment. `production` is the default environment."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{1,30}$")]
+    label: Annotated[str, _text(80)]
+    base_url: Url | None = None
+    authorize_url: Url | None = None
+    token_url: Url | None = None
+    request_token_url: Url | None = None
+    access_token_url: Url | None = None
+
+    def urls(self) -> list[str]:
+        return [
+            url
+            for url in (
+                self.base_url,
+                self.authorize_url,
+                self.token_url,
+                self.request_token_url,
+                self.access_token_url,
+            )
+            if url
+        ]
 
 
 class ProxyRetry(_Model):
@@ -221,6 +332,8 @@ class Provider(_Model):
     slug: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
     name: Annotated[str, _text(80)]
     auth_type: AuthType
+    category: Category | None = None  # required of the built-in catalogue (a test), optional for operators' own
+    domains: Annotated[list[Hostname], Field(max_length=5)] = []  # ditto: the provider's own registrable domains
     docs_url: Url
     description: Annotated[str, _text(300)]
     fields: Annotated[list[FormField], Field(max_length=10)]
@@ -228,7 +341,73 @@ class Provider(_Model):
     auth: Auth
     test: CheckRequest
     oauth: OAuth | None = None
+    oauth1: OAuth1 | None = None
+    client_credentials: ClientCredentials | None = None
+    environments: Annotated[list[Environment], Field(max_length=5)] = []
     proxy: ProxySettings | None = None
+
+    @property
+    def environment_names(self) -> list[str]:
+        """The environments a link may name; `production` only, unless the provider declares more."""
+        return [env.name for env in self.environments] or [PRODUCTION]
+
+    def environment(self, name: str) -> Environment | None:
+        return next((env for env in self.environments if env.name == name), None)
+
+    def in_environment(self, name: str | None) -> Provider:
+        """This provider with the URLs of environment `name` (None: production) in place of the defaults, so
+        the connect page, tests, token calls and the proxy of a sandbox credential use the sandbox's URLs."""
+        env = self.environment(name or PRODUCTION)
+        if env is None:
+            if (name or PRODUCTION) != PRODUCTION:
+                raise errors.UnprocessableEntity(
+                    f"{self.name} has no {name!r} environment.", code="environment_not_supported"
+                )
+            return self
+        changes: dict[str, Any] = {}
+        if env.base_url:
+            changes["base_url"] = env.base_url
+        if self.oauth and (env.authorize_url or env.token_url):
+            changes["oauth"] = self.oauth.model_copy(
+                update={k: v for k, v in (("authorize_url", env.authorize_url), ("token_url", env.token_url)) if v}
+            )
+        if self.client_credentials and env.token_url:
+            changes["client_credentials"] = self.client_credentials.model_copy(update={"token_url": env.token_url})
+        if self.oauth1 and (env.request_token_url or env.authorize_url or env.access_token_url):
+            urls = (
+                ("request_token_url", env.request_token_url),
+                ("authorize_url", env.authorize_url),
+                ("access_token_url", env.access_token_url),
+            )
+            changes["oauth1"] = self.oauth1.model_copy(update={k: v for k, v in urls if v})
+        return self.model_copy(update=changes) if changes else self
+
+    @property
+    def default_scopes(self) -> list[str]:
+        """The scopes a link asks for when it names none (OAuth 2.0 kinds; empty otherwise)."""
+        grant = self.oauth or self.client_credentials
+        return list(grant.scopes) if grant else []
+
+    @property
+    def allowed_scopes(self) -> list[str] | None:
+        """The scopes a link may name, or None when the provider takes no scopes through grantlink."""
+        grant = self.oauth or self.client_credentials
+        return grant.allowed_scopes if grant else None
+
+    @property
+    def scope_separator(self) -> str:
+        grant = self.oauth or self.client_credentials
+        return grant.scope_separator if grant else " "
+
+    @property
+    def uses_oauth_app(self) -> bool:
+        """OAuth 2.0 code flow and OAuth 1.0a use the tenant's OAuth app (client or consumer)."""
+        return self.auth_type in ("oauth2", "oauth1")
+
+    @property
+    def has_access_token(self) -> bool:
+        """Credentials of this kind hold an access token that grantlink renews (refresh or re-mint)."""
+        return self.auth_type in ("oauth2", "client_credentials")
 
     @property
     def proxy_base_url(self) -> str:
@@ -237,8 +416,15 @@ class Provider(_Model):
 
     def public_view(self) -> dict[str, Any]:
         """What the connect page and the partners API may show: no auth, test or OAuth internals."""
-        view = self.model_dump(by_alias=True, include={"id", "slug", "name", "auth_type", "docs_url", "description"})
+        view = self.model_dump(
+            by_alias=True, include={"id", "slug", "name", "auth_type", "category", "docs_url", "description"}
+        )
         view["fields"] = [field.model_dump(by_alias=True) for field in self.fields]
+        view["environments"] = [{"name": env.name, "label": env.label} for env in self.environments] or [
+            {"name": PRODUCTION, "label": "Production"}
+        ]
+        view["scopes"] = self.default_scopes
+        view["optionalScopes"] = [s for s in self.allowed_scopes or [] if s not in self.default_scopes]
         return view
 
     def field(self, name: str) -> FormField | None:
@@ -258,17 +444,45 @@ class Provider(_Model):
             raise ValueError(f"tokenMetadata field {clash[0]!r} is also a form field")
         for template in self._credential_templates():
             for name in _PLACEHOLDER.findall(template):
-                if self.field(name) is None and not (name == "accessToken" and self.oauth):
+                if self.field(name) is None and not (name == "accessToken" and self.has_access_token):
                     raise ValueError(f"placeholder {{{name}}} in {template!r} is not a declared field")
         return self
 
     def _check_auth_type(self) -> None:
-        if (self.auth_type == "oauth2") != (self.oauth is not None):
-            raise ValueError("oauth is required for oauth2 providers and forbidden otherwise")
-        if self.auth_type == "oauth2" and any(field.secret for field in self.fields):
-            raise ValueError("oauth2 providers may only declare non-secret fields")
-        if self.auth_type != "oauth2" and not any(field.secret for field in self.fields):
+        blocks = {"oauth2": self.oauth, "oauth1": self.oauth1, "client_credentials": self.client_credentials}
+        for kind, block in blocks.items():
+            name = {"oauth2": "oauth", "oauth1": "oauth1", "client_credentials": "clientCredentials"}[kind]
+            if (self.auth_type == kind) != (block is not None):
+                raise ValueError(f"{name} is required for {kind} providers and forbidden otherwise")
+        if self.auth_type in ("oauth2", "oauth1") and any(field.secret for field in self.fields):
+            raise ValueError(f"{self.auth_type} providers may only declare non-secret fields")
+        if self.auth_type in ("api_key", "basic", "client_credentials") and not any(f.secret for f in self.fields):
             raise ValueError(f"{self.auth_type} providers need at least one secret field")
+        if (self.auth_type == "oauth1") != isinstance(self.auth, OAuth1Auth):
+            raise ValueError('auth {"in": "oauth1"} is for oauth1 providers, and oauth1 providers use it')
+        if cc := self.client_credentials:
+            secret_field = self.field(cc.client_secret_field)
+            if self.field(cc.client_id_field) is None or secret_field is None or not secret_field.secret:
+                raise ValueError("clientCredentials names a client id field and a secret client secret field")
+        self._check_environments()
+
+    def _check_environments(self) -> None:
+        names = [env.name for env in self.environments]
+        if names and PRODUCTION not in names:
+            raise ValueError("environments must include production")
+        if len(set(names)) != len(names):
+            raise ValueError("environment names must be unique")
+        for env in self.environments:
+            if (env.authorize_url or env.token_url) and not (self.oauth or self.client_credentials or self.oauth1):
+                raise ValueError(f"environment {env.name!r} sets OAuth URLs for a provider without OAuth")
+            if env.token_url and self.oauth1:
+                raise ValueError(f"environment {env.name!r}: oauth1 providers have no tokenUrl")
+            if (env.request_token_url or env.access_token_url) and not self.oauth1:
+                raise ValueError(f"environment {env.name!r}: requestTokenUrl/accessTokenUrl are for oauth1")
+
+    def all_urls(self) -> list[str]:
+        """Every URL template in the entry: docs, base, test, OAuth and environments (for checks)."""
+        return [self.docs_url, *self._url_templates()]
 
     def _check_url_placeholder(self, name: str, template: str) -> None:
         field = self.field(name)
@@ -294,15 +508,24 @@ class Provider(_Model):
                 )
 
     def _url_templates(self) -> list[str]:
-        oauth = self.oauth
+        oauth, oauth1, cc = self.oauth, self.oauth1, self.client_credentials
         urls = [self.base_url, self.test.path]
         if oauth:
             urls += [oauth.authorize_url, oauth.token_url, *([oauth.issuer] if oauth.issuer else [])]
+        if oauth1:
+            urls += [oauth1.request_token_url, oauth1.authorize_url, oauth1.access_token_url]
+        if cc:
+            urls.append(cc.token_url)
+        for env in self.environments:
+            urls += env.urls()
         return urls
 
     def _credential_templates(self) -> list[str]:
         auth = self.auth
-        values = [auth.username, auth.password] if isinstance(auth, BasicAuth) else [auth.value]
+        if isinstance(auth, OAuth1Auth):
+            values: list[str] = []
+        else:
+            values = [auth.username, auth.password] if isinstance(auth, BasicAuth) else [auth.value]
         return values + list(self.test.headers.values()) + list(self.proxy.headers.values() if self.proxy else [])
 
 
@@ -324,13 +547,23 @@ def get(partner_id: int) -> Provider:
     return provider
 
 
-def search(auth_type: str | None = None, q: str | None = None) -> list[Provider]:
-    """Partners of this auth type whose name or slug contains `q` (case-insensitive), sorted by id."""
+def in_environment(partner_id: int, environment: str | None) -> Provider:
+    """The partner with this id, with the URLs of `environment` (a link's or a credential's; None: production)."""
+    return get(partner_id).in_environment(environment)
+
+
+def search(
+    auth_type: str | None = None, q: str | None = None, environment: str | None = None, category: str | None = None
+) -> list[Provider]:
+    """Partners of this auth type, category and environment whose name or slug contains `q`
+    (case-insensitive), sorted by id."""
     needle = (q or "").strip().lower()
     return [
         provider
         for provider in all_providers()
         if (auth_type is None or provider.auth_type == auth_type)
+        and (category is None or provider.category == category)
+        and (environment is None or environment in provider.environment_names)
         and (needle in provider.name.lower() or needle in provider.slug)
     ]
 
@@ -370,9 +603,28 @@ def _add(found: dict[int, Provider], providers: list[Provider], path: Path) -> N
 def _demo_providers(conf: config.Settings) -> list[Provider]:
     if not (conf.demo_base_url and conf.demo_oauth_url):
         raise CatalogueError("GRANTLINK_LOCAL_DEMO needs GRANTLINK_DEMO_BASE_URL and GRANTLINK_DEMO_OAUTH_URL")
-    urls = {"{demoBaseUrl}": conf.demo_base_url.rstrip("/"), "{demoOAuthUrl}": conf.demo_oauth_url.rstrip("/")}
+    urls = {
+        "{demoBaseUrl}": conf.demo_base_url.rstrip("/"),
+        "{demoOAuthUrl}": conf.demo_oauth_url.rstrip("/"),
+        # Optional demo servers: without them their partners' URLs stay unfilled and the entry is left out.
+        "{demoOAuth1Url}": conf.demo_oauth1_url.rstrip("/"),
+        "{demoSandboxOAuthUrl}": conf.demo_sandbox_oauth_url.rstrip("/"),
+    }
     path = _HERE / "demo.json"
-    return _parse_list(_substitute(_read(path), urls), path, allow_http=True)
+    document = _read(path)
+    missing = [placeholder for placeholder, value in urls.items() if not value]
+    if isinstance(document, list):
+        document = [_without(entry, missing) for entry in document]
+        document = [entry for entry in document if not any(m in json.dumps(entry) for m in missing)]
+    return _parse_list(_substitute(document, urls), path, allow_http=True)
+
+
+def _without(entry: Any, missing: list[str]) -> Any:
+    """A demo entry without the environments whose server is not running (a missing placeholder)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("environments"), list):
+        return entry
+    kept = [env for env in entry["environments"] if not any(m in json.dumps(env) for m in missing)]
+    return {**entry, "environments": kept if len(kept) > 1 else []}
 
 
 def _substitute(document: Any, replacements: dict[str, str]) -> Any:
