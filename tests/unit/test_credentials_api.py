@@ -91,7 +91,10 @@ def test_partners_list_filter_search_and_get(aws_env: Any) -> None:
     _, paged, _ = invoke("partners", event("list_partners", tenant=A, query={"perPage": 5, "page": 2}))
     assert len(paged["data"]) == 5 and paged["meta"]["page"] == 2 and paged["meta"]["totalPages"] >= 7
     status, one, _ = invoke("partners", event("get_partner", tenant=A, path_id="9001"))
-    assert status == 200 and set(one["data"]) == {"id", "slug", "name", "authType", "fields", "docsUrl", "description"}
+    assert status == 200 and set(one["data"]) == {
+        "id", "slug", "name", "authType", "category", "fields", "docsUrl", "description", "environments", "scopes",
+        "optionalScopes",
+    }  # fmt: skip
     for missing in ("424242", "abc", "-1"):
         assert invoke("partners", event("get_partner", tenant=A, path_id=missing))[0] == 404
 

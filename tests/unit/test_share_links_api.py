@@ -20,7 +20,7 @@ def test_create_answers_201_in_the_albato_envelope(aws_env: Any) -> None:
     data = body["data"]
     assert set(data) == {
         "id", "partnerId", "token", "status", "credentialId", "title", "dateCreated", "expiresAt", "expired", "link",
-        "failedTests", "locked", "endUser", "tags", "webhookUrl",
+        "failedTests", "locked", "endUser", "tags", "webhookUrl", "environment", "scopes",
     }  # fmt: skip
     assert (data["status"], data["partnerId"], data["credentialId"], data["expired"]) == (0, 9001, None, False)
     assert data["link"] == f"{CONNECT}/connect?id={data['id']}&token={data['token']}"

@@ -68,6 +68,7 @@ def open_link(link_id: str, token: str, store: Store | None = None) -> OpenedLin
     provider = providers.find(link.partner_id) if usable and link else None
     if not usable or link is None or provider is None:
         raise errors.Gone()
+    provider = provider.in_environment(link.environment)  # the sandbox's URLs for a sandbox link
     if link.is_locked():
         raise errors.LinkLocked()  # only with this link's own token: says nothing about any other link
     return OpenedLink(link, provider)

@@ -255,7 +255,7 @@ def test_credential(caller: Caller, credential_id: str, store: Store | None = No
     if credential.state == CredentialState.DISABLED:
         raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
     values = {k: str(v) for k, v in oauth.fresh_values(credential, store).items()}
-    result = testing.check_credential(providers.get(credential.partner_id), values)
+    result = testing.check_credential(providers.in_environment(credential.partner_id, credential.environment), values)
     # A refresh just now moved the item on: then the result is written over the item as re-read.
     _record_test(caller, None if oauth.needs_refresh(credential) else credential, result, store, credential_id)
     if not result.ok:

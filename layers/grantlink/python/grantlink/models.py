@@ -20,6 +20,8 @@ from grantlink import clock
 from grantlink.config import settings
 
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+PRODUCTION = "production"  # the environment of every link and credential that names none
+TOKEN_KINDS = ("oauth2", "client_credentials")  # credentials holding an access token grantlink renews
 MAX_TITLE = 200
 
 
@@ -136,11 +138,24 @@ class LinkOptions(ApiModel):
         description="Up to 10 tags (keys 1–64 of A-Z a-z 0-9 _ . -, values up to 256 characters); copied to the "
         "credential. On reauthorize: omitted keeps the credential's, {} or null removes them.",
     )
+    scopes: list[Annotated[str, Field(pattern=r"^[!-~]+$", max_length=200)]] | None = Field(
+        None,
+        max_length=50,
+        description="OAuth 2.0 partners only: the scopes to ask for, narrowing or extending the partner's defaults; "
+        "each must be one the partner declares (`scopes` or `optionalScopes` of GET /partners/{id}). Omitted: the "
+        "OAuth app's scopes, else the partner's defaults. On reauthorize, omitted keeps the credential's.",
+    )
 
 
 class CreateLinkRequest(LinkOptions):
     partnerId: int = Field(gt=0, le=2**31 - 1, description="The partner (app) the customer will connect.")
     title: Annotated[Title, AfterValidator(_not_blank)] = Field(description="Shown to the customer; 1–200 characters.")
+    environment: str = Field(
+        PRODUCTION,
+        pattern=r"^[a-z][a-z0-9_-]{1,30}$",
+        description="The partner environment (e.g. sandbox), one of the partner's `environments`; the credential "
+        "keeps it and its tests, token calls and proxied calls use that environment's URLs.",
+    )
 
 
 class ReauthorizeRequest(LinkOptions):
@@ -175,6 +190,10 @@ class ShareLinkOut(ApiModel):
     endUser: EndUser | None = Field(None, description="The end user the link (and its credential) is for.")
     tags: dict[str, str] = Field(default_factory=dict, description="The link's tags, copied to its credential.")
     webhookUrl: str | None = Field(None, description="Where this link's events also go, if it has its own.")
+    environment: str = Field("production", description="The partner environment the credential will be for.")
+    scopes: list[str] | None = Field(
+        None, description="The scopes the link asks for; null means the partner's (or the OAuth app's) defaults."
+    )
 
 
 class ListMeta(ApiModel):
@@ -227,6 +246,15 @@ class CredentialOut(ApiModel):
     refreshFailures: int = Field(0, description="Failed refresh attempts since the last success.")
     endUser: EndUser | None = Field(None, description="The end user, from the link that made or reauthorized it.")
     tags: dict[str, str] = Field(default_factory=dict, description="The tags, from that link.")
+    environment: str = Field("production", description="The partner environment (e.g. production, sandbox).")
+    requestedScopes: list[str] | None = Field(None, description="The scopes asked for (OAuth 2.0 kinds).")
+    grantedScopes: list[str] | None = Field(
+        None, description="The scopes the provider granted, from its token response (else the scopes asked for)."
+    )
+    missingScopes: list[str] = Field(
+        default_factory=list, description="Scopes asked for but not granted: non-empty means the grant was narrowed."
+    )
+    scopesNarrowed: bool = Field(False, description="The provider granted fewer scopes than were asked for.")
 
 
 class CredentialEnvelope(ApiModel):
@@ -363,16 +391,28 @@ class PartnerField(ApiModel):
     pattern: str | None
     required: bool
     placeholder: str | None = None
+    example: str | None = None
+    prefix: str | None = Field(None, description="Text shown before the input, e.g. https://")
+    suffix: str | None = Field(None, description="Text shown after the input, e.g. .zendesk.com")
+
+
+class PartnerEnvironment(ApiModel):
+    name: str = Field(description="What a link names in `environment`, e.g. production or sandbox.")
+    label: str
 
 
 class PartnerOut(ApiModel):
     id: int
     slug: str
     name: str
-    authType: str
+    authType: Literal["api_key", "basic", "oauth2", "oauth1", "client_credentials"]
+    category: str | None
     fields: list[PartnerField]
     docsUrl: str
     description: str
+    environments: list[PartnerEnvironment] = Field(description="The environments a link may name; production first.")
+    scopes: list[str] = Field(description="The scopes a link asks for when it names none (OAuth 2.0 kinds).")
+    optionalScopes: list[str] = Field(description="Further scopes a link may ask for.")
 
 
 class PartnerEnvelope(ApiModel):
@@ -444,14 +484,24 @@ class Credential:
     lease_until: str | None = None
     end_user: dict[str, str] | None = None  # EndUser as JSON (id, email, displayName), from the link
     tags: dict[str, str] = field(default_factory=dict)
+    environment: str = PRODUCTION  # the partner environment: its URLs are used for tests, tokens and the proxy
+    requested_scopes: list[str] | None = None  # OAuth 2.0 kinds: what was asked for
+    granted_scopes: list[str] | None = None  # what the provider granted (its token response's scope)
 
     def identity(self) -> dict[str, Any]:
         """`endUser` and `tags`, as every event about the credential carries them."""
         return identity(self.end_user, self.tags)
 
+    @property
+    def missing_scopes(self) -> list[str]:
+        """Scopes asked for but not granted (empty when either is unknown)."""
+        if self.requested_scopes is None or self.granted_scopes is None:
+            return []
+        return [scope for scope in self.requested_scopes if scope not in self.granted_scopes]
+
     def due_at(self) -> datetime | None:
         """When the renewal jobs should next look at this credential, or None (then it is not in the due index)."""
-        if self.state != CredentialState.ACTIVE or self.auth_type != "oauth2" or self.access_expires_at is None:
+        if self.state != CredentialState.ACTIVE or self.auth_type not in TOKEN_KINDS or self.access_expires_at is None:
             return None
         if self.refreshable:
             return self.retry_at or self.access_expires_at - timedelta(seconds=settings().renew_before_seconds)
@@ -475,6 +525,11 @@ class Credential:
             refreshFailures=self.refresh_failures,
             endUser=EndUser.model_validate(self.end_user) if self.end_user else None,
             tags=dict(self.tags),
+            environment=self.environment,
+            requestedScopes=self.requested_scopes,
+            grantedScopes=self.granted_scopes,
+            missingScopes=self.missing_scopes,
+            scopesNarrowed=bool(self.missing_scopes),
         )
 
 
@@ -500,6 +555,8 @@ class ShareLink:
     end_user: dict[str, str] | None = None  # copied to the credential when the link completes
     tags: dict[str, str] = field(default_factory=dict)
     webhook_url: str | None = None  # events about this link also go here (signed with the tenant's secret)
+    environment: str = PRODUCTION  # the partner environment the credential will be for
+    scopes: list[str] | None = None  # OAuth 2.0 kinds: the scopes to ask for (None: the defaults)
 
     def identity(self) -> dict[str, Any]:
         """`endUser` and `tags`, as every event about the link carries them."""
@@ -532,6 +589,8 @@ class ShareLink:
             endUser=EndUser.model_validate(self.end_user) if self.end_user else None,
             tags=dict(self.tags),
             webhookUrl=self.webhook_url,
+            environment=self.environment,
+            scopes=self.scopes,
         )
 
 
@@ -618,6 +677,10 @@ def link_to_item(link: ShareLink, ttl: int | None) -> dict[str, Any]:
         item["endUser"] = link.end_user
     if link.tags:
         item["tags"] = link.tags
+    if link.environment != PRODUCTION:
+        item["environment"] = link.environment
+    if link.scopes is not None:
+        item["scopes"] = link.scopes
     waiting = link.status in (LinkStatus.WAITING, LinkStatus.WAITING_FOR_OAUTH)
     if waiting and not link.expiry_notified:
         item.update(due_keys(link.id, link.expires_at))  # the sweep emits share.expired at expiresAt
@@ -654,6 +717,8 @@ def link_from_item(item: dict[str, Any]) -> ShareLink:
         cleanup_at=clock.parse_iso(item["cleanupAt"]) if item.get("cleanupAt") else None,
         end_user=dict(item["endUser"]) if item.get("endUser") else None,
         tags=dict(item.get("tags") or {}),
+        environment=str(item.get("environment") or PRODUCTION),
+        scopes=[str(s) for s in item["scopes"]] if item.get("scopes") is not None else None,
     )
 
 
@@ -736,6 +801,9 @@ def credential_to_item(cred: Credential) -> dict[str, Any]:
         "secretId": cred.secret_id or None,
         "endUser": cred.end_user or None,
         "tags": cred.tags or None,
+        "environment": cred.environment if cred.environment != PRODUCTION else None,
+        "requestedScopes": cred.requested_scopes,
+        "grantedScopes": cred.granted_scopes,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     if cred.end_user:
@@ -774,6 +842,9 @@ def credential_from_item(item: dict[str, Any]) -> Credential:
         lease_until=item.get("leaseUntil"),
         end_user=dict(item["endUser"]) if item.get("endUser") else None,
         tags=dict(item.get("tags") or {}),
+        environment=str(item.get("environment") or PRODUCTION),
+        requested_scopes=[str(s) for s in item["requestedScopes"]] if item.get("requestedScopes") is not None else None,
+        granted_scopes=[str(s) for s in item["grantedScopes"]] if item.get("grantedScopes") is not None else None,
     )
 
 

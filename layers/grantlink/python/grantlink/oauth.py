@@ -587,7 +587,7 @@ def _refresh_now(
         raise errors.Conflict("This credential has no refresh token; reauthorize it.", code="no_refresh_token")
     sealer = crypto.default().prepare(crypto.context_for(current.tenant_id, current.id, PURPOSE))
     token = _refresh_or_explain(current, store, values)
-    provider = providers.get(current.partner_id)
+    provider = providers.in_environment(current.partner_id, current.environment)
     fields = {k: v for k, v in values.items() if provider.field(k)}
     values = token_values(token, values, fields, provider)
     secret = _seal_values(current, values, sealer)
@@ -605,7 +605,7 @@ def _refresh_or_explain(current: Credential, store: Store, values: dict[str, Any
     once, with an event), or the tenant's OAuth app is refused (`oauth_app_invalid`: the grant may be fine)."""
     app = require_app(current.tenant_id, current.partner_id, store)
     try:
-        return _refresh_call(providers.get(current.partner_id), app, values)
+        return _refresh_call(providers.in_environment(current.partner_id, current.environment), app, values)
     except RefreshRefused as exc:
         if exc.reason in APP_ERRORS:
             report_app_refused(current.tenant_id, current.partner_id, exc.reason, store)

@@ -130,7 +130,7 @@ def forward(
     request = _checked(method, path, query, headers, body)
     store = store or default_store()
     credential = require_usable(get_credential(caller, credential_id, store))
-    provider = providers.get(credential.partner_id)
+    provider = providers.in_environment(credential.partner_id, credential.environment)
     status: int | None = None
     failure: str | None = None
     try:
