@@ -316,6 +316,7 @@ def exchange_code(provider: Provider, app: OAuthApp, code: str, verifier: str, r
             code=code,
             client_secret=_client_secret(app),
             include_client_id=True if oauth.client_auth == "body" else None,
+            **oauth.extra_token_params,  # the catalogue's quirks (never a grant parameter: the model refuses them)
             **kwargs,
         )
     return dict(token)
@@ -740,6 +741,7 @@ def _refresh_call(provider: Provider, app: OAuthApp, values: dict[str, Any]) -> 
                 _render(oauth.token_url, fields),
                 refresh_token=values["refreshToken"],
                 auth=None if body_auth else (app.client_id, secret),
+                **oauth.extra_refresh_params,
                 **({"client_id": app.client_id, "client_secret": secret} if body_auth else {}),
             )
     except OAuth2Error as exc:
