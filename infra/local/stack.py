@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import traceback
@@ -30,6 +31,10 @@ LOCAL = "127.0.0.1"
 # Where the demo tenant may send customers after connecting (a local app of yours, say).
 DEMO_REDIRECTS = ("http://localhost:8080", "http://127.0.0.1:8080")
 DEMO_OAUTH_PARTNER = 9003
+# The demo OAuth 1.0a partner (demo-oauth1) and its consumers: one HMAC, one RSA-SHA1 (key made at start).
+DEMO_OAUTH1_PARTNER = 9004
+DEMO_OAUTH1_CONSUMER, DEMO_OAUTH1_SECRET = "grantlink-demo-oauth1", "demo-consumer-secret"
+DEMO_OAUTH1_RSA_CONSUMER = "grantlink-demo-oauth1-rsa"
 # Local override of the renewal queue's visibility timeout (the template's is 6 minutes): a renewal the worker
 # reports as failed is retried within seconds, and reaches the dead-letter queue after maxReceiveCount tries.
 RENEWAL_VISIBILITY_SECONDS = 5
@@ -49,6 +54,8 @@ class LocalStack:
     port: int = 3000
     aws_port: int = 0
     oauth_port: int = 0
+    oauth1_port: int = 0
+    oauth1_rsa_key: str = field(default="", repr=False)  # PEM: the RSA demo consumer's private key
     stack_name: str = "grantlink-local"
     env: dict[str, str] = field(default_factory=dict)
     api_key: str = ""
@@ -68,6 +75,7 @@ class LocalStack:
         moto_atomic.install()
         self.aws_port = self.aws_port or free_port()
         self.oauth_port = self.oauth_port or free_port()
+        self.oauth1_port = self.oauth1_port or free_port()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access lines
         self._moto = ThreadedMotoServer(ip_address=LOCAL, port=self.aws_port, verbose=False)
         self._moto.start()
@@ -90,6 +98,7 @@ class LocalStack:
             "/_local/webhook-sink": self._webhook_sink,
         }
         self._start_oauth_server()
+        self._start_oauth1_server()
         self._seed_demo_tenant()
         self.jobs = self._start_jobs(tpl, resolver, session)
         threading.Thread(target=self._server.serve_forever, name="api", daemon=True).start()
@@ -108,6 +117,11 @@ class LocalStack:
         return f"{scheme}://{LOCAL}:{self.oauth_port}"
 
     @property
+    def oauth1_url(self) -> str:
+        scheme = "https" if os.environ.get("GRANTLINK_DEMO_OAUTH_TLS_CERT") else "http"
+        return f"{scheme}://{LOCAL}:{self.oauth1_port}"
+
+    @property
     def aws_endpoint(self) -> str:
         return f"http://{LOCAL}:{self.aws_port}"
 
@@ -123,6 +137,7 @@ class LocalStack:
             "GRANTLINK_LOCAL_DEMO": "true",
             "GRANTLINK_DEMO_BASE_URL": self.api_url,
             "GRANTLINK_DEMO_OAUTH_URL": self.oauth_url,
+            "GRANTLINK_DEMO_OAUTH1_URL": self.oauth1_url,
             "GRANTLINK_ALLOW_PRIVATE_TARGETS": "true",  # the demo partners live on 127.0.0.1
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -197,6 +212,21 @@ class LocalStack:
             raise RuntimeError("the demo OAuth server did not start")
         threading.Thread(target=self._count_token_requests, name="oauth-log", daemon=True).start()
 
+    def _start_oauth1_server(self) -> None:
+        """The demo-oauth1 partner's provider (infra/local/oauth1_server.py), in this process: an HMAC consumer
+        and an RSA-SHA1 one whose key is made now (the private half stays on `oauth1_rsa_key`)."""
+        from infra.local.oauth1_server import OAuth1Server, new_rsa_consumer_key
+
+        self.oauth1_rsa_key, public_key = new_rsa_consumer_key()
+        self._oauth1 = OAuth1Server(
+            {DEMO_OAUTH1_CONSUMER: DEMO_OAUTH1_SECRET},
+            {DEMO_OAUTH1_RSA_CONSUMER: public_key},
+            ssl_context=_demo_tls_context(),
+            port=self.oauth1_port,
+        )
+        self._oauth1.start()
+        self.extras["/_local/oauth1-stats"] = lambda _: _json_reply(200, self._oauth1.stats())
+
     def _count_token_requests(self) -> None:
         """The demo OAuth server reports each token request; count them by grant type (/_local/oauth-stats)."""
         assert self._oauth.stdout is not None
@@ -230,6 +260,24 @@ class LocalStack:
         self.tenant_id, self.api_key = tenants.create_tenant("demo", redirect_origins=DEMO_REDIRECTS)
         app = OAuthAppRequest.model_validate({"clientId": "grantlink-demo", "clientSecret": "demo-client-secret"})
         oauth.put_app(Caller(self.tenant_id), DEMO_OAUTH_PARTNER, app, self.redirect_uri)
+        self._seed_demo_oauth1_consumer()
+
+    def _seed_demo_oauth1_consumer(self) -> None:
+        """The demo tenant's consumer for demo-oauth1 (the HMAC one), once the catalogue has that partner and
+        the layer stores OAuth 1.0a consumers (until then, a line says it was skipped)."""
+        from grantlink import errors, oauth, providers
+        from grantlink.models import Caller, OAuthAppRequest
+
+        if providers.find(DEMO_OAUTH1_PARTNER) is None:
+            return
+        consumer = {"clientId": DEMO_OAUTH1_CONSUMER, "clientSecret": DEMO_OAUTH1_SECRET}
+        app = OAuthAppRequest.model_validate(consumer)
+        try:
+            oauth.put_app(Caller(self.tenant_id), DEMO_OAUTH1_PARTNER, app, self.redirect_uri)
+        except errors.UnprocessableEntity as exc:
+            if exc.code != "not_an_oauth_partner":
+                raise
+            jobs.say({"level": "WARNING", "local": "demo-oauth1", "message": "consumer not seeded", "code": exc.code})
 
     def state(self) -> dict[str, Any]:
         return {
@@ -240,6 +288,7 @@ class LocalStack:
             "tenantId": self.tenant_id,
             "table": self.env.get("GRANTLINK_TABLE"),
             "oauthIssuer": self.oauth_url,
+            "oauth1Url": self.oauth1_url,
         }
 
     def sam_env(self) -> dict[str, Any]:
@@ -251,6 +300,7 @@ class LocalStack:
         self.jobs.stop()
         self._oauth.terminate()
         self._oauth.wait(timeout=10)
+        self._oauth1.stop()
         self._server.shutdown()
         self._server.server_close()
         self._moto.stop()
@@ -272,6 +322,16 @@ def _gateway(tpl: dict[str, Any], resolver: template.Resolver) -> Gateway:
 
 def _json_reply(status: int, body: dict[str, Any], **headers: str) -> Reply:
     return Reply(status, {"content-type": "application/json", **headers}, [], json.dumps(body).encode())
+
+
+def _demo_tls_context() -> ssl.SSLContext | None:
+    """https for the demo OAuth 1.0a provider too, from the same GRANTLINK_DEMO_OAUTH_TLS_CERT/_KEY."""
+    cert, key = os.environ.get("GRANTLINK_DEMO_OAUTH_TLS_CERT"), os.environ.get("GRANTLINK_DEMO_OAUTH_TLS_KEY")
+    if not (cert and key):
+        return None  # _strict_options refuses one without the other
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def _strict_options() -> list[str]:
