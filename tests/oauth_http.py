@@ -53,9 +53,11 @@ def text(response: requests.Response) -> str:
     return html.unescape(response.text)
 
 
-def new_oauth_link(stack: dict[str, Any], title: str = "OAuth HTTP test") -> dict[str, Any]:
-    """POST a share link for the demo OAuth partner (9003) as the demo tenant; its token is noted for O11."""
-    answer = http.post(url(stack, LINKS), json={"partnerId": DEMO_OAUTH, "title": title}, headers=auth(stack))
+def new_oauth_link(stack: dict[str, Any], title: str = "OAuth HTTP test", **options: Any) -> dict[str, Any]:
+    """POST a share link for the demo OAuth partner (9003) as the demo tenant, with `options` (environment, scopes,
+    ...) in its body; its token is noted for O11."""
+    body = {"partnerId": DEMO_OAUTH, "title": title, **options}
+    answer = http.post(url(stack, LINKS), json=body, headers=auth(stack))
     assert answer.status_code == 201, answer.text
     link = answer.json()["data"]
     saw(stack, "link token", link["token"])
@@ -133,9 +135,9 @@ def secrets_at_once(stack: dict[str, Any], credential_id: str, count: int = 10) 
         return list(pool.map(read, range(count)))
 
 
-def connect(stack: dict[str, Any], title: str = "OAuth HTTP test") -> tuple[dict[str, Any], str]:
-    """A whole flow, redirects walked by hand; returns (the link, the new credential's id)."""
-    link = new_oauth_link(stack, title)
+def connect(stack: dict[str, Any], title: str = "OAuth HTTP test", **options: Any) -> tuple[dict[str, Any], str]:
+    """A whole flow, redirects walked by hand, for a link with `options`; returns (the link, the credential's id)."""
+    link = new_oauth_link(stack, title, **options)
     callback = approve(stack, start(stack, link).headers["Location"])
     answer = http.get(callback, allow_redirects=False)
     assert answer.status_code == 303, (answer.status_code, answer.text)
@@ -159,3 +161,28 @@ def settled(stack: dict[str, Any], grant: str, at_least: int) -> int:
     while (count := token_requests(stack, grant)) < at_least and time.monotonic() < deadline:
         time.sleep(0.02)
     return count
+
+
+# --- OAuth 2.0 client credentials (partner 9005, `demo-client-credentials`) --------------------------------------
+
+DEMO_CLIENT_CREDENTIALS = 9005
+CLIENT_CREDENTIALS = "client_credentials"
+
+
+def connect_client_credentials(
+    stack: dict[str, Any], client_secret: str, title: str = "Client credentials HTTP test"
+) -> tuple[dict[str, Any], str]:
+    """A 9005 link, its connect form submitted with a client id and `client_secret` (the demo server mints a token
+    for any client); returns (the link, the new credential's id). The secret and the link token are noted for O11."""
+    answer = http.post(url(stack, LINKS), json={"partnerId": DEMO_CLIENT_CREDENTIALS, "title": title},
+                       headers=auth(stack))  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    link = answer.json()["data"]
+    saw(stack, "link token", link["token"])
+    saw(stack, "client secret", client_secret)
+    form = {"id": link["id"], "token": link["token"], "f_clientId": "demo-machine-app", "f_clientSecret": client_secret}
+    done = http.post(url(stack, "/connect"), data=form, allow_redirects=False)
+    assert done.status_code == 200 and "Connected" in done.text, (done.status_code, done.text[:500])
+    used = link_status(stack, link["id"])
+    assert used["status"] == 1 and used["credentialId"], used
+    return link, used["credentialId"]

@@ -51,8 +51,14 @@ def list_credentials(
         str | None,
         Query(max_length=321, description="`key:value`: only credentials with this tag (one tag filter a request)."),
     ] = None,
+    environment: Annotated[
+        str | None,
+        Query(pattern=r"^[a-z][a-z0-9_-]{1,30}$", description="Only those of this partner environment, e.g. sandbox."),
+    ] = None,
 ) -> Response[CredentialListEnvelope]:
-    page, meta = connections.list_credentials(caller, partnerId, state, perPage, cursor, end_user_id=endUserId, tag=tag)
+    page, meta = connections.list_credentials(
+        caller, partnerId, state, perPage, cursor, end_user_id=endUserId, tag=tag, environment=environment
+    )
     return api.ok([c.to_out() for c in page], meta=meta)
 
 

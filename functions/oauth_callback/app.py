@@ -1,4 +1,5 @@
-"""OAuth through the link (public): start the flow from the connect page, and take the partner's callback."""
+"""OAuth through the link (public): start the flow from the connect page, and take the partner's callback —
+OAuth 2.0 (grantlink.oauth) or OAuth 1.0a (grantlink.oauth1), on the same two routes."""
 
 from typing import Any
 
@@ -6,7 +7,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from grantlink import api, oauth, pages, web
+from grantlink import api, connect, oauth, oauth1, pages, web
 from grantlink.observability import logger, metrics, tracer
 
 app = web.build_page_resolver()
@@ -19,8 +20,9 @@ app = web.build_page_resolver()
 )
 def start() -> Response[str]:
     link_id, token, fields = web.split_form(web.form_fields(app.current_event))
-    authorize_url = oauth.start(link_id, token, fields, web.oauth_redirect_uri(app))
-    return web.redirect(authorize_url)
+    opened = connect.open_link(link_id, token)
+    begin = oauth1.start if opened.provider.auth_type == "oauth1" else oauth.start  # one route, the kind decides
+    return web.redirect(begin(link_id, token, fields, web.oauth_redirect_uri(app), opened=opened))
 
 
 @app.get(
@@ -30,7 +32,10 @@ def start() -> Response[str]:
 )
 def callback() -> Response[str]:
     params = {k: v for k, v in (app.current_event.query_string_parameters or {}).items() if isinstance(v, str)}
-    outcome = oauth.callback(params, web.oauth_redirect_uri(app))
+    if oauth1.is_callback(params):  # OAuth 1.0a: oauth_token and oauth_verifier, or denied
+        outcome = oauth1.callback(params)
+    else:
+        outcome = oauth.callback(params, web.oauth_redirect_uri(app))
     if outcome.connected:
         return web.redirect(outcome.redirect_to or web.done_url(app, outcome.partner_id))
     return web.page(400, pages.message_page(heading="Not connected", message=f"{outcome.problem} {web.RETRY}"))

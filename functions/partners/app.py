@@ -21,6 +21,7 @@ from grantlink.models import (
     PartnerListEnvelope,
 )
 from grantlink.observability import logger, metrics, tracer
+from grantlink.providers import Category
 
 app = api.build_resolver()
 Tenant = Annotated[Caller, Depends(api.current_caller)]
@@ -29,16 +30,21 @@ Redirect = Annotated[str, Depends(api.oauth_redirect_uri)]
 
 @app.get(
     "/partners",
-    summary="List partners (filter by auth type, search by name)",
+    summary="List partners (filter by auth type, environment and category; search by name)",
     responses=api.success_response(200, PartnerListEnvelope, "One page.") | api.error_responses(400, 401, 503),
 )
 def list_partners(
-    authType: Annotated[Literal["api_key", "basic", "oauth2"] | None, Query()] = None,
+    authType: Annotated[Literal["api_key", "basic", "oauth2", "oauth1", "client_credentials"] | None, Query()] = None,
     q: Annotated[str | None, Query(max_length=80)] = None,
+    environment: Annotated[
+        str | None,
+        Query(pattern=r"^[a-z][a-z0-9_-]{1,30}$", description="Only partners with this environment, e.g. sandbox."),
+    ] = None,
+    category: Annotated[Category | None, Query(description="Only partners of this category.")] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     perPage: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Response[PartnerListEnvelope]:
-    found = providers.search(authType, q)
+    found = providers.search(authType, q, environment=environment, category=category)
     shown = found[(page - 1) * perPage : page * perPage]
     meta = ListMeta(
         page=page, totalPages=max(1, math.ceil(len(found) / perPage)), totalItemsCount=len(found), nextCursor=None

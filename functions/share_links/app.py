@@ -76,8 +76,12 @@ def list_links(
     perPage: Annotated[int, Query(ge=1, le=100)] = 20,
     status: Annotated[LinkStatus | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    environment: Annotated[
+        str | None,
+        Query(pattern=r"^[a-z][a-z0-9_-]{1,30}$", description="Only those of this partner environment, e.g. sandbox."),
+    ] = None,
 ) -> Response[ShareLinkListEnvelope]:
-    page, meta = links.list_links(caller, status, perPage, cursor)
+    page, meta = links.list_links(caller, status, perPage, cursor, environment=environment)
     return api.ok([link.to_out(None, base) for link in page], meta=meta)
 
 

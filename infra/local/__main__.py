@@ -30,6 +30,7 @@ def main() -> int:
     print(f"  API key:      {stack.api_key}", flush=True)
     print(f"  AWS endpoint: {stack.aws_endpoint}", flush=True)
     print(f"  OAuth server: {stack.oauth_url} (demo-oauth, partner 9003)", flush=True)
+    print(f"  Sandbox:      {stack.sandbox_oauth_url} (demo-oauth's sandbox environment)", flush=True)
     print(f"  OAuth 1.0a:   {stack.oauth1_url} (demo-oauth1, partner 9004)", flush=True)
     every = f"every {stack.jobs.interval:g} s" if stack.jobs.interval > 0 else "timer off"
     print(f"  Renewals:     {every}; POST {stack.api_url}/_local/sweep runs them now", flush=True)

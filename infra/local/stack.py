@@ -54,6 +54,7 @@ class LocalStack:
     port: int = 3000
     aws_port: int = 0
     oauth_port: int = 0
+    sandbox_oauth_port: int = 0  # demo-oauth's sandbox environment: a second oauth2-mock-server
     oauth1_port: int = 0
     oauth1_rsa_key: str = field(default="", repr=False)  # PEM: the RSA demo consumer's private key
     stack_name: str = "grantlink-local"
@@ -61,6 +62,8 @@ class LocalStack:
     api_key: str = ""
     tenant_id: str = ""
     token_requests: dict[str, int] = field(default_factory=dict)
+    sandbox_token_requests: dict[str, int] = field(default_factory=dict)  # the sandbox server's, by grant type
+    userinfo_requests: dict[str, int] = field(default_factory=dict)  # /userinfo calls: "production", "sandbox"
     # Strict mode only (GRANTLINK_DEMO_OAUTH_STRICT): token requests by outcome, and each grant's last state.
     token_outcomes: dict[str, int] = field(default_factory=dict)
     grants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -75,6 +78,7 @@ class LocalStack:
         moto_atomic.install()
         self.aws_port = self.aws_port or free_port()
         self.oauth_port = self.oauth_port or free_port()
+        self.sandbox_oauth_port = self.sandbox_oauth_port or free_port()
         self.oauth1_port = self.oauth1_port or free_port()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access lines
         self._moto = ThreadedMotoServer(ip_address=LOCAL, port=self.aws_port, verbose=False)
@@ -117,6 +121,11 @@ class LocalStack:
         return f"{scheme}://{LOCAL}:{self.oauth_port}"
 
     @property
+    def sandbox_oauth_url(self) -> str:
+        scheme = "https" if os.environ.get("GRANTLINK_DEMO_OAUTH_TLS_CERT") else "http"
+        return f"{scheme}://{LOCAL}:{self.sandbox_oauth_port}"
+
+    @property
     def oauth1_url(self) -> str:
         scheme = "https" if os.environ.get("GRANTLINK_DEMO_OAUTH_TLS_CERT") else "http"
         return f"{scheme}://{LOCAL}:{self.oauth1_port}"
@@ -137,6 +146,7 @@ class LocalStack:
             "GRANTLINK_LOCAL_DEMO": "true",
             "GRANTLINK_DEMO_BASE_URL": self.api_url,
             "GRANTLINK_DEMO_OAUTH_URL": self.oauth_url,
+            "GRANTLINK_DEMO_SANDBOX_OAUTH_URL": self.sandbox_oauth_url,
             "GRANTLINK_DEMO_OAUTH1_URL": self.oauth1_url,
             "GRANTLINK_ALLOW_PRIVATE_TARGETS": "true",  # the demo partners live on 127.0.0.1
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -188,29 +198,37 @@ class LocalStack:
 
     def _oauth_stats(self, _: Request) -> Reply:
         with self._stats_lock:
-            stats = {"tokenRequests": self.token_requests, "outcomes": self.token_outcomes, "grants": self.grants}
+            stats = {
+                "tokenRequests": self.token_requests,
+                "outcomes": self.token_outcomes,
+                "grants": self.grants,
+                "userinfoRequests": self.userinfo_requests.get("production", 0),
+                "sandbox": {
+                    "tokenRequests": self.sandbox_token_requests,
+                    "userinfoRequests": self.userinfo_requests.get("sandbox", 0),
+                },
+            }
             body = json.dumps(stats).encode()
         return Reply(200, {"content-type": "application/json"}, [], body)
 
     def _start_oauth_server(self) -> None:
-        """oauth2-mock-server (npm) on 127.0.0.1, the authorization server of the demo-oauth partner."""
-        script = template.ROOT / "infra/local/oauth_server.mjs"
-        if not (template.ROOT / "node_modules/oauth2-mock-server").is_dir():
-            raise RuntimeError("node_modules is missing: run `make system` (npm ci) first")
-        ttl = os.environ.get("GRANTLINK_DEMO_TOKEN_TTL", "3600")
-        node = shutil.which("node")
-        if node is None:
-            raise RuntimeError("Node.js is missing: the demo OAuth server needs it")
-        self._oauth = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
-            [node, str(script), "--port", str(self.oauth_port), "--token-ttl", ttl, *_strict_options()],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._oauth.stdout is not None
-        line = self._oauth.stdout.readline()  # {"issuer": ...} once it listens
-        if not line.startswith("{"):
-            raise RuntimeError("the demo OAuth server did not start")
-        threading.Thread(target=self._count_token_requests, name="oauth-log", daemon=True).start()
+        """oauth2-mock-server (npm) on 127.0.0.1, the authorization server of the demo-oauth partner; and a second
+        one, never strict, as its sandbox environment (its token requests are counted apart, under "sandbox")."""
+        options = _strict_options()
+        self._oauth = _node_oauth_server(self.oauth_port, options)
+        production = (self._oauth, "production", self.token_requests)
+        threading.Thread(target=self._count_token_requests, args=production, name="oauth-log", daemon=True).start()
+        self._sandbox_oauth = _node_oauth_server(self.sandbox_oauth_port, [o for o in options if o != "--strict"])
+        sandbox = (self._sandbox_oauth, "sandbox", self.sandbox_token_requests)
+        threading.Thread(target=self._count_token_requests, args=sandbox, name="sandbox-log", daemon=True).start()
+
+    def _counted_userinfo(self, report: dict[str, Any], server: str) -> bool:
+        """A /userinfo line of a demo OAuth server: counted under `server`; True when it was one."""
+        if report.get("event") != "userinfo":
+            return False
+        with self._stats_lock:
+            self.userinfo_requests[server] = self.userinfo_requests.get(server, 0) + 1
+        return True
 
     def _start_oauth1_server(self) -> None:
         """The demo-oauth1 partner's provider (infra/local/oauth1_server.py), in this process: an HMAC consumer
@@ -227,19 +245,24 @@ class LocalStack:
         self._oauth1.start()
         self.extras["/_local/oauth1-stats"] = lambda _: _json_reply(200, self._oauth1.stats())
 
-    def _count_token_requests(self) -> None:
-        """The demo OAuth server reports each token request; count them by grant type (/_local/oauth-stats)."""
-        assert self._oauth.stdout is not None
-        for line in self._oauth.stdout:
+    def _count_token_requests(self, process: subprocess.Popen[str], server: str, counts: dict[str, int]) -> None:
+        """A demo OAuth server reports each token request: count them by grant type in `counts`
+        (/_local/oauth-stats; the sandbox's under "sandbox"), and its /userinfo calls under `server`."""
+        assert process.stdout is not None
+        for line in process.stdout:
             try:
                 report = json.loads(line)
             except ValueError:
                 continue
+            if self._counted_userinfo(report, server):
+                continue
             grant = report.get("grantType", "unknown")
             with self._stats_lock:
-                self.token_requests[grant] = self.token_requests.get(grant, 0) + 1
-                self._note_strict_outcome(report)
-            jobs.say({"level": "INFO", "local": "demo-oauth", "tokenRequest": grant})
+                counts[grant] = counts.get(grant, 0) + 1
+                if server == "production":
+                    self._note_strict_outcome(report)  # the sandbox is never strict
+            local = "demo-oauth" if server == "production" else "demo-oauth-sandbox"
+            jobs.say({"level": "INFO", "local": local, "tokenRequest": grant})
 
     def _note_strict_outcome(self, report: dict[str, Any]) -> None:
         """Strict mode: count the outcome (rotated, replayed, ...) and keep the grant's latest state."""
@@ -263,21 +286,14 @@ class LocalStack:
         self._seed_demo_oauth1_consumer()
 
     def _seed_demo_oauth1_consumer(self) -> None:
-        """The demo tenant's consumer for demo-oauth1 (the HMAC one), once the catalogue has that partner and
-        the layer stores OAuth 1.0a consumers (until then, a line says it was skipped)."""
-        from grantlink import errors, oauth, providers
+        """The demo tenant's consumer for demo-oauth1 (the HMAC one, as the provider is configured): its links
+        work out of the box, as demo-oauth's do."""
+        from grantlink import oauth
         from grantlink.models import Caller, OAuthAppRequest
 
-        if providers.find(DEMO_OAUTH1_PARTNER) is None:
-            return
         consumer = {"clientId": DEMO_OAUTH1_CONSUMER, "clientSecret": DEMO_OAUTH1_SECRET}
         app = OAuthAppRequest.model_validate(consumer)
-        try:
-            oauth.put_app(Caller(self.tenant_id), DEMO_OAUTH1_PARTNER, app, self.redirect_uri)
-        except errors.UnprocessableEntity as exc:
-            if exc.code != "not_an_oauth_partner":
-                raise
-            jobs.say({"level": "WARNING", "local": "demo-oauth1", "message": "consumer not seeded", "code": exc.code})
+        oauth.put_app(Caller(self.tenant_id), DEMO_OAUTH1_PARTNER, app, self.redirect_uri)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -288,6 +304,7 @@ class LocalStack:
             "tenantId": self.tenant_id,
             "table": self.env.get("GRANTLINK_TABLE"),
             "oauthIssuer": self.oauth_url,
+            "sandboxOAuthIssuer": self.sandbox_oauth_url,
             "oauth1Url": self.oauth1_url,
         }
 
@@ -298,8 +315,9 @@ class LocalStack:
 
     def stop(self) -> None:
         self.jobs.stop()
-        self._oauth.terminate()
-        self._oauth.wait(timeout=10)
+        for server in (self._oauth, self._sandbox_oauth):
+            server.terminate()
+            server.wait(timeout=10)
         self._oauth1.stop()
         self._server.shutdown()
         self._server.server_close()
@@ -322,6 +340,27 @@ def _gateway(tpl: dict[str, Any], resolver: template.Resolver) -> Gateway:
 
 def _json_reply(status: int, body: dict[str, Any], **headers: str) -> Reply:
     return Reply(status, {"content-type": "application/json", **headers}, [], json.dumps(body).encode())
+
+
+def _node_oauth_server(port: int, options: list[str]) -> subprocess.Popen[str]:
+    """infra/local/oauth_server.mjs (oauth2-mock-server) on 127.0.0.1:`port`, once it listens."""
+    script = template.ROOT / "infra/local/oauth_server.mjs"
+    if not (template.ROOT / "node_modules/oauth2-mock-server").is_dir():
+        raise RuntimeError("node_modules is missing: run `make system` (npm ci) first")
+    ttl = os.environ.get("GRANTLINK_DEMO_TOKEN_TTL", "3600")
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("Node.js is missing: the demo OAuth server needs it")
+    server = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+        [node, str(script), "--port", str(port), "--token-ttl", ttl, *options],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()  # {"issuer": ...} once it listens
+    if not line.startswith("{"):
+        raise RuntimeError("the demo OAuth server did not start")
+    return server
 
 
 def _demo_tls_context() -> ssl.SSLContext | None:

@@ -6,16 +6,29 @@ tables.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-from grantlink import providers, tenants
+import requests
+from werkzeug import Request, Response
+
+from grantlink import config, providers, tenants
+from infra.local.oauth1_server import OAuth1Server
 from tests.helpers import call, event, invoke, proxy_event, reroute, run_connection_test, run_jobs, token_event
+from tests.unit.client_credentials_fakes import FakeClientCredentialsServer
 from tests.unit.oauth_fakes import PARTNER_ID, FakeAuthorizationServer, expire_access_token
 
 APIKEY_PARTNER, BASIC_PARTNER, OAUTH_PARTNER = 9001, 9002, PARTNER_ID
+OAUTH1_PARTNER = 9004  # the demo partner, on a provider started for the sweep
+OAUTH1_CALLBACK = "http://127.0.0.1:9/oauth/callback"
+DEMO_OAUTH_PARTNER = 9003  # the demo partner, for its sandbox environment (faked beside the others)
+CLIENT_CREDENTIALS_PARTNER = 9005  # the demo partner; its token endpoint is faked beside the others
 KINDS = {
     "API key",
     "link token",
@@ -28,6 +41,12 @@ KINDS = {
     "access token",
     "refresh token",
     "webhook secret",
+    "OAuth 1.0a consumer secret",
+    "request token",
+    "request token secret",
+    "oauth verifier",
+    "token secret",
+    "customer client secret",
 }
 
 
@@ -171,10 +190,160 @@ def webhook_flows(client: Client, aws_env: dict[str, Any], receiver: str) -> Non
     assert deliver(aws_env)
 
 
+def client_credentials_flows(client: Client, provider: FakeAuthorizationServer, aws_env: dict[str, Any]) -> str:
+    """OAuth 2.0 client credentials: the customer types a client id and secret into the connect page (a token is
+    minted), then the secret and token endpoints, a connection test, the proxy and the jobs each use or mint a
+    token; returns the credential's id. Every minted token is noted."""
+    partner = FakeClientCredentialsServer(provider.server, prefix="/oauth")  # 9005's token URL: {demoOAuthUrl}/token
+    partner.access_token = new_secret("cc-access")
+    client_secret = client.seen.saw("customer client secret", new_secret("cc-secret"))
+    partner.clients = {"sweep-machine": client_secret}
+    link = client.new_link(CLIENT_CREDENTIALS_PARTNER)
+    connect_with_form(link, clientId="sweep-machine", clientSecret=client_secret)
+    credential_id = client.api("share_links", client.event("get_link", path_id=link["id"]))["data"]["credentialId"]
+    client.api("credentials", client.event("read_secret", path_id=credential_id))
+    status, tested = run_connection_test(credential_id, client.tenant_id, client.scopes)
+    assert status == 200 and tested["data"]["ok"], tested
+    assert proxied(client, credential_id, "v1/me")["auth"]["kind"] == "bearer"
+    token(client, credential_id, force=True)
+    expire_access_token(credential_id)
+    assert run_jobs(aws_env) == {"batchItemFailures": []}
+    assert partner.token_calls() == 3 and partner.calls[-1]["form"]["grant_type"] == "client_credentials"
+    for minted in partner.issued:
+        client.seen.saw("access token", minted)
+    return credential_id
+
+
+@contextmanager
+def oauth1_provider(consumer: str, secret: str) -> Iterator[OAuth1Server]:
+    """The demo OAuth 1.0a provider (infra/local/oauth1_server.py) on 127.0.0.1 as partner 9004, and grantlink's
+    callback on a local address (the provider accepts no other); the settings are restored afterwards."""
+    server = OAuth1Server({consumer: secret})
+    server.start()
+    changed = {"GRANTLINK_DEMO_OAUTH1_URL": server.url, "GRANTLINK_OAUTH_REDIRECT_URI": OAUTH1_CALLBACK}
+    before = {name: os.environ.get(name) for name in changed}
+    os.environ.update(changed)
+    config.reset()
+    providers.reset()
+    try:
+        yield server
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        config.reset()
+        providers.reset()
+        server.stop()
+
+
+def oauth1_flows(client: Client) -> str:
+    """OAuth 1.0a: the tenant's consumer (PUT oauth-app), the connect page's button (request token), the
+    customer's approval at the provider, the callback (verifier → access token), then the secret read, a connection
+    test and proxied calls (GET, and POST with a form body), all signed; returns the credential's id. Every token,
+    secret and verifier the provider issued is noted."""
+    consumer_secret = client.seen.saw("OAuth 1.0a consumer secret", new_secret("consumer-secret"))
+    with oauth1_provider("sweep-consumer", consumer_secret) as server:
+        app = {"clientId": "sweep-consumer", "clientSecret": consumer_secret}
+        path = f"/partners/{OAUTH1_PARTNER}/oauth-app"
+        client.api("partners", reroute(client.event("get_partner", body=app), "PUT /partners/{id}/oauth-app", path))
+        link = client.new_link(OAUTH1_PARTNER)
+        page(event("connect_get", query={"id": link["id"], "token": link["token"]}), 200)
+        start = reroute(event("connect_post", form={"id": link["id"], "token": link["token"]}),
+                        "POST /connect/oauth/start", "/connect/oauth/start")  # fmt: skip
+        authorize = page(start, 303, "oauth_callback")["headers"]["Location"]
+        request_token = client.seen.saw("request token", parse_qs(urlsplit(authorize).query)["oauth_token"][0])
+        form = {"oauth_token": request_token, "decision": "approve"}
+        approved = requests.post(f"{server.url}/oauth/authorize", data=form, allow_redirects=False, timeout=10)
+        back = dict(parse_qsl(urlsplit(approved.headers["location"]).query))
+        client.seen.saw("oauth verifier", back["oauth_verifier"])
+        page(reroute(event("connect_get", query=back), "GET /oauth/callback", "/oauth/callback"), 303, "oauth_callback")
+        credential_id = client.api("share_links", client.event("get_link", path_id=link["id"]))["data"]["credentialId"]
+        client.api("credentials", client.event("read_secret", path_id=credential_id))
+        status, tested = run_connection_test(credential_id, client.tenant_id, client.scopes)
+        assert status == 200 and tested["data"]["ok"], tested
+        assert proxied(client, credential_id, "boards", query={"filter": "open"})["user"]["username"] == "demo-user"
+        form_body = {"headers": {"Content-Type": "application/x-www-form-urlencoded"}, "body": "name=card"}
+        assert proxied(client, credential_id, "cards", "POST", **form_body)["body"] == "name=card"
+        with server.validator.grants.lock:
+            grants = server.validator.grants
+            for record in grants.request_tokens.values():
+                client.seen.saw("request token secret", record.secret)
+            for token_value, access in grants.access_tokens.items():
+                client.seen.saw("access token", token_value)
+                client.seen.saw("token secret", access.secret)
+        assert server.stats()["refusals"] == {}, server.stats()
+    return str(credential_id)
+
+
+@contextmanager
+def demo_sandbox(url: str) -> Iterator[None]:
+    """demo-oauth (9003) with its sandbox environment on `url` (GRANTLINK_DEMO_SANDBOX_OAUTH_URL); restored after."""
+    before = os.environ.get("GRANTLINK_DEMO_SANDBOX_OAUTH_URL")
+    os.environ["GRANTLINK_DEMO_SANDBOX_OAUTH_URL"] = url
+    config.reset()
+    providers.reset()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GRANTLINK_DEMO_SANDBOX_OAUTH_URL", None)
+        else:
+            os.environ["GRANTLINK_DEMO_SANDBOX_OAUTH_URL"] = before
+        config.reset()
+        providers.reset()
+
+
+def environment_flows(client: Client, provider: FakeAuthorizationServer) -> str:
+    """A sandbox link for demo-oauth (9003) asking for a scope beyond its defaults: the page, start, the callback
+    (the code goes to the sandbox's token endpoint, faked beside the others, which grants fewer scopes), the
+    credential read and a forced refresh, also at the sandbox; returns the credential's id. Every token is noted."""
+    sandbox = provider.server.url_for("/sandbox").rstrip("/")
+    issued: list[dict[str, str]] = []
+
+    def token_endpoint(request: Request) -> Response:
+        answer = {"access_token": new_secret("sandbox-access"), "refresh_token": new_secret("sandbox-refresh")}
+        issued.append(answer)
+        body = {**answer, "token_type": "Bearer", "expires_in": 3600, "scope": "openid profile"}
+        return Response(json.dumps(body), 200, content_type="application/json")
+
+    provider.server.expect_request("/sandbox/token", method="POST").respond_with_handler(token_endpoint)
+    with demo_sandbox(sandbox):
+        app = {"clientId": "sweep-demo", "clientSecret": client.seen.saw("OAuth client secret", new_secret("demo"))}
+        path = f"/partners/{DEMO_OAUTH_PARTNER}/oauth-app"
+        client.api("partners", reroute(client.event("get_partner", body=app), "PUT /partners/{id}/oauth-app", path))
+        body = {"partnerId": DEMO_OAUTH_PARTNER, "title": "sweep sandbox", "environment": "sandbox",
+                "scopes": ["openid", "profile", "demo:write"]}  # fmt: skip
+        link = client.api("share_links", client.event("create_link", body=body), 201)["data"]
+        client.seen.saw("link token", link["token"])
+        shown = page(event("connect_get", query={"id": link["id"], "token": link["token"]}), 200)
+        assert "Sandbox" in shown["body"]
+        start = reroute(event("connect_post", form={"id": link["id"], "token": link["token"]}),
+                        "POST /connect/oauth/start", "/connect/oauth/start")  # fmt: skip
+        authorize = page(start, 303, "oauth_callback")["headers"]["Location"]
+        assert authorize.startswith(f"{sandbox}/authorize?")
+        state = client.seen.saw("state", parse_qs(urlsplit(authorize).query)["state"][0])
+        code = client.seen.saw("authorization code", new_secret("sandbox-code"))
+        back = reroute(event("connect_get", query={"code": code, "state": state, "iss": sandbox}),
+                       "GET /oauth/callback", "/oauth/callback")  # fmt: skip
+        page(back, 303, "oauth_callback")
+        credential_id = client.api("share_links", client.event("get_link", path_id=link["id"]))["data"]["credentialId"]
+        shown = client.api("credentials", client.event("get_credential", path_id=credential_id))["data"]
+        assert shown["environment"] == "sandbox" and shown["missingScopes"] == ["demo:write"], shown
+        token(client, credential_id, force=True)
+    assert len(issued) == 2  # the code exchange and the refresh, both at the sandbox
+    for answer in issued:
+        client.seen.saw("access token", answer["access_token"])
+        client.seen.saw("refresh token", answer["refresh_token"])
+    return str(credential_id)
+
+
 def run_every_flow(
     provider: FakeAuthorizationServer, aws_env: dict[str, Any], delivered_events: Any
 ) -> tuple[Secrets, dict[str, str]]:
-    """Run every flow once; returns what it saw and the ids of the credentials it left (apikey, basic, oauth)."""
+    """Run every flow once; returns what it saw and the ids of the credentials it left (apikey, basic, oauth,
+    client_credentials)."""
     seen = Secrets()
     provider.access_token = new_secret("access")
     provider.refresh_token = new_secret("refresh")
@@ -266,10 +435,16 @@ def run_every_flow(
     (required,) = [e for e in delivered_events() if e["detail-type"] == "credential.reauthorization_required"]
     seen.saw("link token", parse_qs(urlsplit(required["detail"]["reauthorizeLink"]).query)["token"][0])
 
+    client_credentials = client_credentials_flows(client, provider, aws_env)
+    oauth1_credential = oauth1_flows(client)
+    sandbox_credential = environment_flows(client, provider)
     webhook_flows(client, aws_env, receiver)
 
     for answer in provider.issued:
         seen.saw("access token", str(answer["access_token"]))
         seen.saw("refresh token", str(answer["refresh_token"]))
     assert set(seen.by_kind) == KINDS, sorted(KINDS - set(seen.by_kind))  # every kind was collected
-    return seen, {"apikey": apikey, "basic": basic, "oauth": oauth_credential}
+    ids = {"apikey": apikey, "basic": basic, "oauth": oauth_credential, "client_credentials": client_credentials}
+    ids["oauth1"] = oauth1_credential
+    ids["sandbox"] = sandbox_credential
+    return seen, ids

@@ -372,3 +372,4 @@ def test_k1_t2_no_secret_token_or_key_is_stored_in_either_table(
     assert any(value.encode() in opened["apikey"] for _, value in seen.values("submitted api_key"))
     assert any(value.encode() in opened["basic"] for _, value in seen.values("submitted password"))
     assert any(value.encode() in opened["oauth"] for _, value in seen.values("refresh token"))
+    assert any(value.encode() in opened["client_credentials"] for _, value in seen.values("customer client secret"))

@@ -38,6 +38,7 @@ from tests.oauth_http import (
     REFRESH,
     SEEN,
     approve,
+    connect_client_credentials,
     link_status,
     new_oauth_link,
     query,
@@ -345,6 +346,8 @@ MUST_STAY_PINNED = {
     "flow item's code_verifier (stored until the callback) and the reauthorization event's link, token included",
     "requests_oauthlib": "requests-oauthlib at DEBUG prints the token request and its answer: the authorization "
     "code, code_verifier and client secret, and the access and refresh tokens",
+    "oauthlib": "oauthlib's OAuth 1.0a client at DEBUG prints each signature base string: the request token, the "
+    "verifier and the access token (oauth_token) of every signed call",
 }
 QUIET_AT_DEBUG = tuple(name for name in observability.NOISY_LOGGERS if name not in MUST_STAY_PINNED)
 
@@ -573,14 +576,21 @@ def test_o11_no_secret_reaches_the_stack_logs(stack: dict[str, Any], short_ttl_s
     tests before it saw (link tokens, states, PKCE verifiers, codes, access tokens: tests/oauth_http.py notes
     them),
     when each stack's whole log (its stdout and stderr) is read,
-    then none of those values appears, nor the OAuth client secret, nor the stack's API key — except the demo
-    key in the start-up banner (`API key: …`), which `make run` prints on purpose for the developer."""
+    then none of those values appears, nor the OAuth client secret, nor a customer's client secret (client
+    credentials), nor the stack's API key — except the demo key in the start-up banner (`API key: …`), which
+    `make run` prints on purpose for the developer."""
     for each in (stack, short_ttl_stack):
         _, credential_id = connect_over_http(each, "O11 logs")
+        # A sandbox link (the second demo OAuth server), asking for a scope that server does not grant; refreshed.
+        _, sandboxed = connect_over_http(each, "O11 sandbox", environment="sandbox", scopes=["openid", "demo:write"])
+        assert token(each, sandboxed, force=True).status_code == 200
         assert secret(each, credential_id).status_code == 200  # on the short-TTL stack: a refresh
         assert token(each, credential_id, force=True).status_code == 200  # the token endpoint, refreshing
         proxied = http.get(url(each, f"/credentials/{credential_id}/proxy/v1/me"), headers=auth(each))
         assert proxied.status_code == 200 and proxied.json()["auth"]["kind"] == "bearer", proxied.text
+        # OAuth 2.0 client credentials: the customer's client secret typed into the form, a token minted on demand.
+        _, machine = connect_client_credentials(each, "o11-machine-secret-" + Path(each["log"]).parent.name)
+        assert token(each, machine, force=True).status_code == 200
         saw(each, "API key", each["apiKey"])
         saw(each, "client secret", CLIENT_SECRET)
     assert settled(short_ttl_stack, REFRESH, 1) >= 1

@@ -12,7 +12,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from grantlink import audit, clock, crypto, errors, providers
@@ -103,14 +103,23 @@ def _test_before_accepting(opened: OpenedLink, token: str, values: dict[str, str
     form; the failure that reaches `GRANTLINK_LINK_MAX_FAILED_TESTS` locks the link (`errors.LinkLocked`)."""
     from grantlink import testing
 
-    provider = opened.provider
-    result = testing.check_credential(provider, values)
+    result = testing.check_credential(opened.provider, values)
     if not result.ok:
-        left = _count_failure(opened.link, token, store)
-        kept = {k: v for k, v in values.items() if (spec := provider.field(k)) is not None and not spec.secret}
-        warning = f" You can try {left} more time{'s' if left > 1 else ''} with this link." if left <= 3 else ""
-        raise InvalidForm({}, values=kept, form_error=result.message + warning)
+        refuse(opened, token, values, store, result.message)
     return result.to_api()
+
+
+def refuse(opened: OpenedLink, token: str, values: dict[str, Any], store: Store, message: str) -> NoReturn:
+    """A failed connection test on the connect page (the partner's test, or a refused client credentials mint):
+    counted on the link (`errors.LinkLocked` at the cap) and shown on the re-rendered form, secrets not echoed."""
+    left = _count_failure(opened.link, token, store)
+    warning = f" You can try {left} more time{'s' if left > 1 else ''} with this link." if left <= 3 else ""
+    raise InvalidForm({}, values=shown_values(opened.provider, values), form_error=message + warning)
+
+
+def shown_values(provider: Provider, values: dict[str, Any]) -> dict[str, str]:
+    """The values the re-rendered form may show again: the partner's non-secret fields only."""
+    return {k: str(v) for k, v in values.items() if (spec := provider.field(k)) is not None and not spec.secret}
 
 
 def _count_failure(link: ShareLink, token: str, store: Store) -> int:
@@ -153,10 +162,16 @@ def submit(link_id: str, token: str, form: dict[str, str], store: Store | None =
     store = store or default_store()
     opened = open_link(link_id, token, store)
     link, provider = opened.link, opened.provider
-    if provider.auth_type == "oauth2":
+    if provider.uses_oauth_app:  # OAuth 2.0 code flow and OAuth 1.0a start at /connect/oauth/start
         raise errors.BadRequest("This partner connects through OAuth.", code="oauth_partner")
+    minted = None
     try:
         values = validate_fields(provider, form)
+        if provider.client_credentials is not None:  # mint the first token; the test and the seal use it
+            from grantlink import client_credentials
+
+            minted = client_credentials.mint_for_link(opened, token, values, store)
+            values = minted.values
         first_test = _test_before_accepting(opened, token, values, store)
     except InvalidForm as problem:
         problem.opened = opened
@@ -179,7 +194,10 @@ def submit(link_id: str, token: str, form: dict[str, str], store: Store | None =
         version=before.version + 1 if before else 1,
         end_user=link.end_user,  # the link says who it is for; a reauthorize link was issued with the credential's
         tags=dict(link.tags),
+        environment=link.environment,
     )
+    if minted is not None:
+        after = replace(after, **minted.credential_changes())
     granted = consume(link, token, after, before, store)
     return Connected(granted, after, provider, redirect_with_result(granted))
 
@@ -218,9 +236,19 @@ def consume(link: ShareLink, token: str, credential: Credential, before: Credent
         credentialId=credential.id,
         partnerId=credential.partner_id,
         reauthorized=before is not None,
+        **completion(credential),
         **credential.identity(),
     )
     return granted
+
+
+def completion(credential: Credential) -> dict[str, Any]:
+    """What `share.completed` says of the new credential: its environment and, for kinds that ask for scopes,
+    what was granted and what was asked for but not granted (non-empty: a narrower grant)."""
+    said: dict[str, Any] = {"environment": credential.environment}
+    if credential.requested_scopes is not None:
+        said.update(grantedScopes=credential.granted_scopes, missingScopes=credential.missing_scopes)
+    return said
 
 
 def _consume_action(link: ShareLink, granted: ShareLink, token: str) -> dict[str, Any]:

@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from grantlink import audit, clock, errors, events, links, oauth, pagination, providers, testing
+from grantlink import audit, clock, errors, events, links, oauth, oauth1, pagination, providers, testing
 from grantlink.connect import CREDENTIAL_ID_PREFIX
 from grantlink.models import (
     TAG_KEY,
+    TOKEN_KINDS,
     Caller,
     Credential,
     CredentialListMeta,
@@ -54,6 +55,7 @@ def list_credentials(
     *,
     end_user_id: str | None = None,
     tag: str | None = None,
+    environment: str | None = None,
 ) -> tuple[list[Credential], CredentialListMeta]:
     """One page, newest first: one Query (a tag filter adds one BatchGetItem of the page) plus, where a counter
     says how many match, one read of it. Never a Scan: end users and tags have their own indexes. With a filter
@@ -66,11 +68,25 @@ def list_credentials(
     scope = f"{caller.tenant_id}|CRED|{partner_id or ''}|{state_name or ''}|{per_page}"
     if end_user_id is not None or tag_pair is not None:
         scope += "|" + json.dumps([end_user_id, tag_pair])
+    if environment is not None:
+        scope += f"|env:{environment}"
     start, page = pagination.decode(cursor, scope)
     found, last = store.list_credentials(
-        caller.tenant_id, partner_id, state_name, per_page, start, end_user_id=end_user_id, tag=tag_pair
+        caller.tenant_id,
+        partner_id,
+        state_name,
+        per_page,
+        start,
+        end_user_id=end_user_id,
+        tag=tag_pair,
+        environment=environment,
     )
-    total = _total(store, caller.tenant_id, partner_id, state_name, end_user_id, tag_pair)
+    # No counter keeps credentials by environment: with that filter the totals are unknown (null).
+    total = (
+        None
+        if environment is not None
+        else _total(store, caller.tenant_id, partner_id, state_name, end_user_id, tag_pair)
+    )
     meta = CredentialListMeta(
         page=page,
         totalPages=None if total is None else max(1, math.ceil(total / per_page)),
@@ -204,7 +220,13 @@ def current_token(caller: Caller, credential_id: str, force: bool = False, store
     audited (`token_read`) like a secret read. Conflict `not_an_oauth_credential` for API keys and logins."""
     store = store or default_store()
     credential = get_credential(caller, credential_id, store)
-    if credential.auth_type != "oauth2":
+    if credential.auth_type == "oauth1":
+        raise errors.Conflict(
+            "OAuth 1.0a tokens do not expire and are not refreshed: read oauthToken and oauthTokenSecret from "
+            "GET /credentials/{id}/secret (requests are signed with them and the consumer), or use the proxy.",
+            code="not_an_oauth_credential",
+        )
+    if credential.auth_type not in TOKEN_KINDS:
         raise errors.Conflict("This credential does not hold an OAuth token.", code="not_an_oauth_credential")
     require_usable(credential)
     values = oauth.fresh_values(credential, store, force=force)
@@ -255,7 +277,9 @@ def test_credential(caller: Caller, credential_id: str, store: Store | None = No
     if credential.state == CredentialState.DISABLED:
         raise errors.Conflict("This credential is disabled; enable it first.", code="credential_disabled")
     values = {k: str(v) for k, v in oauth.fresh_values(credential, store).items()}
-    result = testing.check_credential(providers.in_environment(credential.partner_id, credential.environment), values)
+    provider = providers.in_environment(credential.partner_id, credential.environment)
+    signer = oauth1.signer(credential, provider, values, store)  # OAuth 1.0a: the tenant's consumer, at use time
+    result = testing.check_credential(provider, values, auth=signer)
     # A refresh just now moved the item on: then the result is written over the item as re-read.
     _record_test(caller, None if oauth.needs_refresh(credential) else credential, result, store, credential_id)
     if not result.ok:

@@ -12,14 +12,20 @@ class GrantlinkError(Exception):
     code: str = "internal_error"
     default_message: str = "Something went wrong on our side."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, details: list[dict[str, str]] | None = None
+    ) -> None:
         self.message = message or self.default_message
         if code:
             self.code = code
+        self.details = details  # [{"field", "problem"}]: what is wrong where (never arbitrary input)
         super().__init__(self.message)
 
     def body(self) -> dict:
-        return error_body(self.code, self.message)
+        body = error_body(self.code, self.message)
+        if self.details:
+            body["error"]["details"] = self.details
+        return body
 
 
 def error_body(code: str, message: str) -> dict:

@@ -19,15 +19,17 @@ from typing import Any
 from grantlink import clock, errors, events, oauth_apps, pagination, providers, tenants, webhooks
 from grantlink.config import settings
 from grantlink.models import (
+    PRODUCTION,
     Caller,
     CreateLinkRequest,
     Credential,
+    LinkListMeta,
     LinkOptions,
     LinkStatus,
-    ListMeta,
     ShareLink,
     end_user_dict,
 )
+from grantlink.providers import Provider
 from grantlink.store import ConditionFailed, Store
 from grantlink.store import default as default_store
 
@@ -84,12 +86,16 @@ def issue_link(
     """A new waiting link. A reauthorize link is bound to an existing credential (`bound_credential_id`):
     completing it replaces that credential's secret and keeps its id. `also` builds one more write from the
     new link (an audit entry), or several, to go in the link's own transaction. The link carries the end user
-    and tags its credential gets: those of `options`, or, where `options` leaves them out, `keep_from`'s."""
+    and tags its credential gets: those of `options`, or, where `options` leaves them out, `keep_from`'s; its
+    environment is `options.environment` (a reauthorize link's is the credential's), and its scopes `options.scopes`
+    (on reauthorize, left out: the credential's requested scopes). Every check is made before anything is written."""
     store = store or default_store()
     provider = providers.find(partner_id)
     if provider is None:
         raise errors.UnprocessableEntity(f"Unknown partner {partner_id}.", code="unknown_partner")
-    if provider.oauth is not None and oauth_apps.app_for(caller.tenant_id, partner_id, store) is None:
+    environment = _environment(provider, options, keep_from)
+    scopes = _scopes(provider, options, keep_from)
+    if provider.uses_oauth_app and oauth_apps.app_for(caller.tenant_id, partner_id, store) is None:
         raise errors.UnprocessableEntity(
             f"Set an OAuth app for {provider.name} first (PUT /partners/{partner_id}/oauth-app).",
             code="oauth_app_missing",
@@ -111,6 +117,8 @@ def issue_link(
         credential_id=bound_credential_id,
         redirect_url=redirect,
         webhook_url=hook,
+        environment=environment,
+        scopes=scopes,
         **_identity(options, keep_from),
     )
     more = also(link) if also else []
@@ -125,6 +133,51 @@ def _identity(options: LinkOptions, keep_from: Credential | None) -> dict[str, A
         end_user = end_user if "endUser" in options.model_fields_set else keep_from.end_user
         tags = tags if "tags" in options.model_fields_set else dict(keep_from.tags)
     return {"end_user": end_user, "tags": tags}
+
+
+def _environment(provider: Provider, options: LinkOptions, keep_from: Credential | None) -> str:
+    """The link's environment: the credential's on reauthorize, else the request's; one the partner declares."""
+    name = keep_from.environment if keep_from is not None else getattr(options, "environment", PRODUCTION)
+    provider.in_environment(name)  # 422 environment_not_supported
+    return name
+
+
+def _scopes(provider: Provider, options: LinkOptions, keep_from: Credential | None) -> list[str] | None:
+    """The scopes the link asks for (None: the OAuth app's, else the partner's defaults). On reauthorize, left out
+    keeps what the credential asked for (less any scope the partner no longer allows); given, even null, replaces."""
+    if keep_from is not None and "scopes" not in options.model_fields_set:
+        allowed = provider.allowed_scopes or []
+        kept = [scope for scope in keep_from.requested_scopes or [] if scope in allowed]
+        return kept or None
+    return check_scopes(provider, options.scopes)
+
+
+def check_scopes(provider: Provider, scopes: list[str] | None) -> list[str] | None:
+    """`scopes` if the partner takes scopes and allows each of them (once); else a 422 naming the problem."""
+    if scopes is None:
+        return None
+    allowed = provider.allowed_scopes
+    if allowed is None:
+        raise errors.UnprocessableEntity(f"{provider.name} takes no scopes.", code="scopes_not_supported")
+    if not scopes:
+        raise errors.UnprocessableEntity(
+            "Name at least one scope, or leave scopes out for the defaults.", code="scopes_empty"
+        )
+    if repeated := sorted({scope for scope in scopes if scopes.count(scope) > 1}):
+        raise errors.UnprocessableEntity(
+            f"Each scope may be named once: {', '.join(repeated)}.",
+            code="duplicate_scope",
+            details=[{"field": "scopes", "problem": f"{scope} is named more than once"} for scope in repeated],
+        )
+    if refused := [scope for scope in scopes if scope not in allowed]:
+        raise errors.UnprocessableEntity(
+            f"{provider.name} does not allow {', '.join(refused)}; it allows {', '.join(allowed)}.",
+            code="scope_not_allowed",
+            details=[
+                {"field": "scopes", "problem": f"{scope} is not a scope {provider.name} allows"} for scope in refused
+            ],
+        )
+    return list(scopes)
 
 
 _connect_base: ContextVar[str] = ContextVar("connect_base", default="")
@@ -198,16 +251,30 @@ def _write(store: Store, before: ShareLink, after: ShareLink, ttl: int | None) -
 
 
 def list_links(
-    caller: Caller, status: LinkStatus | None, per_page: int, cursor: str | None, store: Store | None = None
-) -> tuple[list[ShareLink], ListMeta]:
-    """One page, newest first: one Query for the page plus one read of the tenant's counters."""
+    caller: Caller,
+    status: LinkStatus | None,
+    per_page: int,
+    cursor: str | None,
+    store: Store | None = None,
+    *,
+    environment: str | None = None,
+) -> tuple[list[ShareLink], LinkListMeta]:
+    """One page, newest first: one Query for the page plus one read of the tenant's counters. An environment
+    filter is a filter on the page (no counter keeps it: the totals are null, and a page may hold fewer than
+    `per_page` links, even none, and still have a next one)."""
     store = store or default_store()
     scope = f"{caller.tenant_id}|SHARE|{'' if status is None else int(status)}|{per_page}"
+    if environment is not None:
+        scope += f"|{environment}"
     start, page = pagination.decode(cursor, scope)
-    links, last = store.list_links(caller.tenant_id, status, per_page, start)
+    links, last = store.list_links(caller.tenant_id, status, per_page, start, environment=environment)
+    if environment is not None:
+        return links, LinkListMeta(
+            page=page, totalPages=None, totalItemsCount=None, nextCursor=pagination.encode(last, page, scope)
+        )
     counters = store.stats(caller.tenant_id, "SHARE")
     total = counters.get("total" if status is None else f"s{int(status)}", 0)
-    meta = ListMeta(
+    meta = LinkListMeta(
         page=page,
         totalPages=max(1, math.ceil(total / per_page)),
         totalItemsCount=total,

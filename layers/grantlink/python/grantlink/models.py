@@ -203,13 +203,24 @@ class ListMeta(ApiModel):
     nextCursor: str | None
 
 
+class LinkListMeta(ApiModel):
+    page: int
+    totalPages: int | None = Field(description="null when `totalItemsCount` is null.")
+    totalItemsCount: int | None = Field(
+        description="How many links match: exact without filters and by `status` (counters kept with every write). "
+        "null with an `environment` filter: follow `nextCursor` until it is null instead."
+    )
+    nextCursor: str | None
+
+
 class CredentialListMeta(ApiModel):
     page: int
     totalPages: int | None = Field(description="null when `totalItemsCount` is null.")
     totalItemsCount: int | None = Field(
         description="How many credentials match: exact without filters, by partner and/or state, and by `endUserId` "
-        "alone (counters kept with every write). null when a `tag` filter or `endUserId` with another filter is "
-        "used: counting them would mean reading every match; follow `nextCursor` until it is null instead."
+        "alone (counters kept with every write). null when a `tag` or `environment` filter, or `endUserId` with "
+        "another filter, is used: counting them would mean reading every match; follow `nextCursor` until it is "
+        "null instead."
     )
     nextCursor: str | None
 
@@ -222,7 +233,7 @@ class ShareLinkEnvelope(ApiModel):
 class ShareLinkListEnvelope(ApiModel):
     success: Literal[True] = True
     data: list[ShareLinkOut]
-    meta: ListMeta
+    meta: LinkListMeta
 
 
 class CredentialState(StrEnum):
@@ -434,7 +445,10 @@ class ErrorProblem(ApiModel):
 class ErrorDetail(ApiModel):
     code: str = Field(description="Stable, machine-readable error code.")
     message: str = Field(description="For humans; never contains a secret.")
-    details: list[ErrorProblem] | None = Field(default=None, description="`validation_error` only: each problem.")
+    details: list[ErrorProblem] | None = Field(
+        default=None,
+        description="Each problem: for `validation_error`, and for `scope_not_allowed` (the scopes refused).",
+    )
 
 
 class ErrorEnvelope(ApiModel):

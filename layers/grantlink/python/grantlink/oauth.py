@@ -22,6 +22,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,18 +30,28 @@ from urllib.parse import quote
 
 from grantlink import audit, clock, crypto, errors, events, providers
 from grantlink.config import settings
-from grantlink.connect import PURPOSE, OpenedLink, new_credential_id, open_link, validate_fields, with_result
+from grantlink.connect import (
+    PURPOSE,
+    OpenedLink,
+    completion,
+    new_credential_id,
+    open_link,
+    validate_fields,
+    with_result,
+)
 from grantlink.models import (
+    TOKEN_KINDS,
     Caller,
     Credential,
     CredentialState,
     LinkStatus,
     OAuthAppOut,
     OAuthAppRequest,
+    ShareLink,
     link_key,
     tenant_links_by_status_pk,
 )
-from grantlink.oauth_apps import OAuthApp, app_for, tenant_app
+from grantlink.oauth_apps import OAuthApp, app_for, secret_problem, tenant_app
 from grantlink.observability import logger, metrics, trace_http
 from grantlink.providers import Provider
 from grantlink.store import ConditionFailed, Store, flow_key, oauth_app_key, serialize, update
@@ -67,7 +78,7 @@ def _oauth_partner(partner_id: int) -> Provider:
     provider = providers.find(partner_id)
     if provider is None:
         raise errors.NotFound("No such partner.", code="partner_not_found")
-    if provider.oauth is None:
+    if not provider.uses_oauth_app:  # OAuth 2.0 code flow (a client) or OAuth 1.0a (a consumer)
         raise errors.UnprocessableEntity(f"{provider.name} does not use OAuth.", code="not_an_oauth_partner")
     return provider
 
@@ -79,8 +90,11 @@ def _app_context(tenant_id: str, partner_id: int) -> dict[str, str]:
 def put_app(
     caller: Caller, partner_id: int, request: OAuthAppRequest, redirect_uri: str, store: Store | None = None
 ) -> OAuthAppOut:
-    """Set the tenant's own OAuth client for a partner; the secret is envelope-encrypted."""
-    _oauth_partner(partner_id)
+    """Set the tenant's own OAuth client (an OAuth 1.0a partner's consumer) for a partner; the secret is
+    envelope-encrypted. An RSA-SHA1 partner's consumer secret is the PEM RSA private key (422 if it is not one)."""
+    provider = _oauth_partner(partner_id)
+    if problem := secret_problem(provider, request.clientSecret.get_secret_value()):
+        raise errors.UnprocessableEntity(f"The clientSecret {problem}.", code="invalid_consumer_key")
     secret = request.clientSecret.get_secret_value().encode()
     item = {
         **oauth_app_key(caller.tenant_id, partner_id),
@@ -168,24 +182,75 @@ def _render(template: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: quote(values[m.group(1)], safe=""), template)
 
 
-def start(link_id: str, token: str, form: dict[str, str], redirect_uri: str, store: Store | None = None) -> str:
-    """Begin the authorization-code flow; returns the partner's authorize URL to 303 the browser to."""
+def start(
+    link_id: str,
+    token: str,
+    form: dict[str, str],
+    redirect_uri: str,
+    store: Store | None = None,
+    *,
+    opened: OpenedLink | None = None,
+) -> str:
+    """Begin the authorization-code flow; returns the partner's authorize URL to 303 the browser to. `opened`:
+    the link as the caller has just opened it (the writes re-check it)."""
     store = store or default_store()
-    opened = open_link(link_id, token, store)
+    opened, fields, app = prepare_start(link_id, token, form, store, opened, "oauth2")
     provider, link = opened.provider, opened.link
-    if provider.oauth is None:
-        raise errors.BadRequest("This partner does not use OAuth.", code="not_an_oauth_partner")
-    fields = validate_fields(provider, form)
-    app = require_app(link.tenant_id, link.partner_id, store)
     state, (verifier, challenge) = secrets.token_urlsafe(32), pkce_pair()
-    url = _authorize_url(provider, app, fields, redirect_uri, state, challenge)
-    _begin(store, opened, token, hash_state(state), verifier, fields)
+    scopes = scopes_for(link, provider, app)
+    url = _authorize_url(provider, app, fields, redirect_uri, state, challenge, scopes)
+    _begin(store, opened, token, hash_state(state), verifier, fields, {"scopes": scopes})
     events.emit("share.waiting_for_oauth", link.tenant_id, linkId=link.id, partnerId=link.partner_id, **link.identity())
     return url
 
 
+def scopes_for(link: ShareLink, provider: Provider, app: OAuthApp | None) -> list[str]:
+    """The scopes a link asks for: its own, else the tenant's OAuth app's, else the partner's defaults."""
+    return list(link.scopes or (app.scopes if app else None) or provider.default_scopes)
+
+
+def asked_scopes(opened: OpenedLink, store: Store | None = None) -> list[str]:
+    """The scopes the connect page says a link asks for (kinds that take scopes; none for others)."""
+    link, provider = opened.link, opened.provider
+    if provider.allowed_scopes is None:
+        return []
+    app = app_for(link.tenant_id, link.partner_id, store or default_store()) if provider.oauth else None
+    return scopes_for(link, provider, app)
+
+
+def split_scopes(scope: Any) -> list[str]:
+    """A token response's `scope` as a list: a string split at spaces and commas (providers use either), or a list."""
+    items = scope if isinstance(scope, list | tuple) else [scope]
+    return [part for item in items for part in re.split(r"[\s,]+", str(item)) if part]
+
+
+def granted_scopes(token: dict[str, Any], requested: list[str] | None) -> list[str] | None:
+    """What the provider granted: its `scope`, else (RFC 6749 section 5.1: omitted means identical) what was asked."""
+    if token.get("scope") is None:
+        return list(requested) if requested is not None else None
+    return split_scopes(token["scope"])
+
+
+def prepare_start(
+    link_id: str, token: str, form: dict[str, str], store: Store, opened: OpenedLink | None, kind: str
+) -> tuple[OpenedLink, dict[str, str], OAuthApp]:
+    """What starting a flow needs: the link (opened now unless `opened`), checked to be for a partner of this
+    auth type (`oauth2`, `oauth1`), its form fields validated, and the tenant's (or the operator's) app."""
+    opened = opened or open_link(link_id, token, store)
+    if opened.provider.auth_type != kind:
+        raise errors.BadRequest("This partner does not use this kind of OAuth.", code="not_an_oauth_partner")
+    fields = validate_fields(opened.provider, form)
+    return opened, fields, require_app(opened.link.tenant_id, opened.link.partner_id, store)
+
+
 def _authorize_url(
-    provider: Provider, app: OAuthApp, fields: dict[str, str], redirect_uri: str, state: str, challenge: str
+    provider: Provider,
+    app: OAuthApp,
+    fields: dict[str, str],
+    redirect_uri: str,
+    state: str,
+    challenge: str,
+    scopes: list[str],
 ) -> str:
     from requests_oauthlib import OAuth2Session
 
@@ -193,7 +258,6 @@ def _authorize_url(
     oauth = provider.oauth
     assert oauth is not None
     _allow_local_http()
-    scopes = app.scopes or oauth.scopes
     session = OAuth2Session(app.client_id, redirect_uri=redirect_uri, scope=oauth.scope_separator.join(scopes))
     extra = dict(oauth.extra_authorize_params)
     if oauth.pkce:
@@ -202,7 +266,17 @@ def _authorize_url(
     return str(url)
 
 
-def _begin(store: Store, opened: OpenedLink, token: str, state_hash: str, verifier: str, fields: dict) -> None:
+def _begin(
+    store: Store,
+    opened: OpenedLink,
+    token: str,
+    state_hash: str,
+    verifier: str | None,
+    fields: dict,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """The single-use flow record (keyed by the hash of the state, or of an OAuth 1.0a request token, with the
+    kind's own `extra` values) and the link to status 2, in one transaction."""
     from grantlink.links import hash_token
 
     link, provider = opened.link, opened.provider
@@ -223,6 +297,8 @@ def _begin(store: Store, opened: OpenedLink, token: str, state_hash: str, verifi
         "redirectUrl": link.redirect_url,
         "endUser": link.end_user,  # what the credential will carry (copied from the link)
         "tags": link.tags or None,
+        "environment": link.environment,  # the credential's (the callback takes the partner in it)
+        **(extra or {}),
         "expiresAt": clock.iso(expires),
         "ttl": int(expires.timestamp()) + 3600,
     }
@@ -264,7 +340,7 @@ def callback(params: dict[str, str], redirect_uri: str, store: Store | None = No
     flow = store.consume_flow(hash_state(state), clock.iso(clock.now()))
     if flow is None:
         raise errors.BadRequest("This sign-in has expired or was already used. Open your link again.", code="bad_state")
-    provider = providers.get(int(flow["partnerId"]))
+    provider = providers.in_environment(int(flow["partnerId"]), flow.get("environment"))  # the sandbox's token URL
     if params.get("error"):
         reason = _clean(params["error"]) + (
             f": {_clean(params['error_description'])}" if params.get("error_description") else ""
@@ -323,18 +399,33 @@ def exchange_code(provider: Provider, app: OAuthApp, code: str, verifier: str, r
 
 
 def _finish(store: Store, flow: dict[str, Any], provider: Provider, code: str, redirect_uri: str) -> CallbackOutcome:
-    tenant_id, fields = flow["tenantId"], dict(flow.get("fields") or {})
-    _require_grantable(store, flow)  # before the code is spent: a revoked or expired link gets no tokens
+    fields = dict(flow.get("fields") or {})
+
+    def exchange(app: OAuthApp, before: Credential | None) -> Credential:
+        token = exchange_code(provider, app, code, flow["verifier"], redirect_uri, fields)
+        return _credential_from_token(flow, provider, token, fields, before)
+
+    return complete(store, flow, provider, exchange)
+
+
+def complete(
+    store: Store,
+    flow: dict[str, Any],
+    provider: Provider,
+    exchange: Callable[[OAuthApp, Credential | None], Credential],
+) -> CallbackOutcome:
+    """Finish a consumed flow: the link must still wait for it, then `exchange` (the partner's token call with
+    the tenant's app, returning the credential to write; `before` is the one a reauthorize link replaces), then
+    the grant. A partner failure puts the link back to status 0 with the reason, never a 500."""
+    _require_grantable(store, flow)  # before the code or verifier is spent: a revoked or expired link gets nothing
     before = _bound(store, flow)
     try:
-        app = require_app(tenant_id, provider.id, store)
-        token = exchange_code(provider, app, code, flow["verifier"], redirect_uri, fields)
+        credential = exchange(require_app(flow["tenantId"], provider.id, store), before)
     except errors.GrantlinkError:
         raise
     except Exception as exc:  # noqa: BLE001 - any provider failure ends this attempt with a reason, never a 500
-        logger.warning("oauth code exchange failed", extra={"partner": provider.slug, "error": type(exc).__name__})
+        logger.warning("oauth token exchange failed", extra={"partner": provider.slug, "error": type(exc).__name__})
         return _abandon(store, flow, provider, _token_error_reason(exc))
-    credential = _credential_from_token(flow, provider, token, fields, before)
     _grant(store, flow, credential, before)
     link_redirect = flow.get("redirectUrl")
     if link_redirect:
@@ -409,19 +500,29 @@ def _token_metadata(
 def _credential_from_token(
     flow: dict[str, Any], provider: Provider, token: dict, fields: dict, before: Credential | None
 ) -> Credential:
+    values = token_values(token, None, fields, provider)
+    credential = flow_credential(flow, provider, "oauth2", values, before)
+    requested = [str(scope) for scope in flow["scopes"]] if flow.get("scopes") is not None else None
+    return replace(credential, requested_scopes=requested, granted_scopes=granted_scopes(token, requested))
+
+
+def flow_credential(
+    flow: dict[str, Any], provider: Provider, auth_type: str, values: dict[str, Any], before: Credential | None
+) -> Credential:
+    """The credential a finished flow writes (a new one, or `before` with its secret replaced), `values` sealed."""
     from grantlink.connect import seal
 
     now = clock.now().replace(microsecond=0)
     credential_id = before.id if before else new_credential_id()
-    values = token_values(token, None, fields, provider)
     return Credential(
         id=credential_id,
         tenant_id=flow["tenantId"],
         partner_id=provider.id,
         title=before.title if before else flow["title"],
-        auth_type="oauth2",
+        auth_type=auth_type,
         state=CredentialState.ACTIVE,
-        secret=seal(flow["tenantId"], credential_id, "oauth2", values),
+        secret=seal(flow["tenantId"], credential_id, auth_type, values),
+        environment=str(flow.get("environment") or providers.PRODUCTION),
         created_at=before.created_at if before else now,
         updated_at=now,
         hint=None,
@@ -463,6 +564,7 @@ def _grant(store: Store, flow: dict[str, Any], credential: Credential, before: C
         credentialId=credential.id,
         partnerId=credential.partner_id,
         reauthorized=before is not None,
+        **completion(credential),
         **credential.identity(),
     )
 
@@ -476,7 +578,7 @@ def open_values(credential: Credential) -> dict[str, Any]:
 
 
 def needs_refresh(credential: Credential, at: datetime | None = None) -> bool:
-    if credential.auth_type != "oauth2" or credential.access_expires_at is None:
+    if credential.auth_type not in TOKEN_KINDS or credential.access_expires_at is None:
         return False
     window = timedelta(seconds=settings().renew_before_seconds)
     return (at or clock.now()) + window >= credential.access_expires_at
@@ -584,13 +686,17 @@ def _refresh_now(
         # Tokens kept aside by an earlier refresh are still fresh: store them, no token call.
         return _store_refreshed(store, current, owner, bytes(kept["secret"]), kept_values, drop_kept=True), kept_values
     values = kept_values or open_values(current)
-    if not values.get("refreshToken"):
+    minting = current.auth_type == "client_credentials"  # no refresh token: the client id and secret mint anew
+    if not minting and not values.get("refreshToken"):
         raise errors.Conflict("This credential has no refresh token; reauthorize it.", code="no_refresh_token")
     sealer = crypto.default().prepare(crypto.context_for(current.tenant_id, current.id, PURPOSE))
-    token = _refresh_or_explain(current, store, values)
-    provider = providers.in_environment(current.partner_id, current.environment)
-    fields = {k: v for k, v in values.items() if provider.field(k)}
-    values = token_values(token, values, fields, provider)
+    if minting:
+        values = _mint_or_explain(current, store, values)
+    else:
+        token = _refresh_or_explain(current, store, values)
+        provider = providers.in_environment(current.partner_id, current.environment)
+        fields = {k: v for k, v in values.items() if provider.field(k)}
+        values = token_values(token, values, fields, provider)
     secret = _seal_values(current, values, sealer)
     return _store_refreshed(store, current, owner, secret, values, drop_kept=kept is not None), values
 
@@ -598,7 +704,21 @@ def _refresh_now(
 def _seal_values(current: Credential, values: dict[str, Any], sealer: crypto.Sealer) -> bytes:
     from grantlink.connect import seal
 
-    return seal(current.tenant_id, current.id, "oauth2", values, sealer=sealer)
+    return seal(current.tenant_id, current.id, current.auth_type, values, sealer=sealer)
+
+
+def _mint_or_explain(current: Credential, store: Store, values: dict[str, Any]) -> dict[str, Any]:
+    """Client credentials: a new token minted with the customer's client id and secret. A refusal means the
+    customer's client (its secret) was revoked or changed at the partner — not the tenant's OAuth app, which this
+    kind does not use: `reauthorization_required`, once, with an event and a reauthorize link."""
+    from grantlink import client_credentials
+
+    provider = providers.in_environment(current.partner_id, current.environment)
+    try:
+        return client_credentials.reminted(provider, values, current)
+    except client_credentials.MintRefused as exc:
+        mark_reauthorization_required(current, store, exc.reason)
+        raise _reauthorization_required() from exc
 
 
 def _refresh_or_explain(current: Credential, store: Store, values: dict[str, Any]) -> dict[str, Any]:
@@ -634,7 +754,9 @@ def _refreshed(before: Credential, secret: bytes, values: dict[str, Any]) -> Cre
         refresh_failures=0,
         failing_since=None,
         retry_at=None,
-        refreshable="refreshToken" in values,
+        refreshable="refreshToken" in values or before.auth_type == "client_credentials",  # minted anew
+        # A response that names its scopes says what the new token may do; one that does not keeps the grant's.
+        granted_scopes=split_scopes(values["scope"]) if values.get("scope") else before.granted_scopes,
         updated_at=now,
         version=before.version + 1,
     )

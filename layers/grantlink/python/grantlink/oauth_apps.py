@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.exceptions import UnsupportedAlgorithm
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 
 from grantlink import aws, clock, errors, providers
@@ -145,9 +146,28 @@ def _parse(text: Any) -> tuple[dict[str, OAuthAppRequest], list[str]]:
         provider = providers.find(int(key))
         if provider is None:
             problems.append(f"{key}: no such partner")
-        elif provider.oauth is None:
+        elif not provider.uses_oauth_app:
             problems.append(f"{key}: {provider.slug} does not use OAuth")
+        elif problem := secret_problem(provider, document[key].clientSecret.get_secret_value()):
+            problems.append(f"{key}.clientSecret: {problem}")
     return document, problems
+
+
+def secret_problem(provider: providers.Provider, secret: str) -> str | None:
+    """What is wrong with an app's secret for this partner, else None: an RSA-SHA1 OAuth 1.0a partner's consumer
+    secret is the consumer's PEM RSA private key, which must load (the words never quote the value)."""
+    if provider.oauth1 is None or provider.oauth1.signature_method != "RSA-SHA1":
+        return None
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(secret.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return "is not a PEM RSA private key (unencrypted), as RSA-SHA1 partners need"
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        return "is not an RSA private key of at least 2048 bits, as RSA-SHA1 partners need"
+    return None
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

@@ -47,7 +47,7 @@ from grantlink import config
 from grantlink.observability import logger, trace_http
 
 if TYPE_CHECKING:
-    from requests_oauthlib import OAuth2Session
+    from requests_oauthlib import OAuth1Session, OAuth2Session
 
 MAX_BODY_BYTES = 256 * 1024
 DEFAULT_CONNECT_TIMEOUT = 3.0
@@ -170,10 +170,11 @@ def send(
     data: bytes | None = None,
     read_body: bool = True,
     session: Any = None,
+    auth: requests.auth.AuthBase | None = None,
 ) -> Answer:
     """Call `url` under `limits` and return the answer, whatever its status; raise `OutboundError` when there
-    is none. `json` or `data` is the body. `session` is for tests: one handed in is used as it is, after the
-    same check."""
+    is none. `json` or `data` is the body. `auth` signs the request as sent (OAuth 1.0a: `oauth1_signer`).
+    `session` is for tests: one handed in is used as it is, after the same check."""
     own = session is None
     client = session or guarded_session(limits)
     if not own:
@@ -181,7 +182,7 @@ def send(
     deadline = time.monotonic() + limits.deadline
     try:
         with client.request(
-            method, url, headers=headers, params=params, json=json, data=data,
+            method, url, headers=headers, params=params, json=json, data=data, auth=auth,
             timeout=(limits.connect, limits.read), verify=limits.verify, allow_redirects=False, stream=True,
         ) as response:  # fmt: skip
             body = _read(response, limits, deadline) if read_body else None
@@ -237,6 +238,33 @@ def token_session(limits: Limits, client_id: str, **kwargs: Any) -> OAuth2Sessio
     session.register_compliance_hook("access_token_response", _refuse_redirect)
     session.register_compliance_hook("refresh_token_response", _refuse_redirect)
     return session
+
+
+def oauth1_session(limits: Limits, client_key: str, **kwargs: Any) -> OAuth1Session:
+    """An OAuth1Session for one OAuth 1.0a token call (request token, access token) through the door; `kwargs`
+    are OAuth1Session's (secrets, token, verifier, callback, signature method). A 3xx is not an answer."""
+    return _guard(_oauth1_session_class()(client_key, **kwargs), limits)
+
+
+def oauth1_signer(client_key: str, **kwargs: Any) -> requests.auth.AuthBase:
+    """requests-oauthlib's OAuth1 request signer, for `send(auth=...)`: it signs each request as sent, a
+    form-encoded body included (RFC 5849 section 3.4.1.3), so a retry is signed afresh."""
+    from requests_oauthlib import OAuth1
+
+    return OAuth1(client_key, **kwargs)
+
+
+@functools.cache
+def _oauth1_session_class() -> type[Any]:
+    from requests_oauthlib import OAuth1Session
+
+    class GuardedOAuth1Session(OAuth1Session, GuardedSession):
+        """OAuth1Session's token logic on GuardedSession's transport; a redirect is never parsed as tokens."""
+
+        def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            return _refuse_redirect(super().send(request, **kwargs))
+
+    return GuardedOAuth1Session
 
 
 @functools.cache

@@ -58,6 +58,14 @@ input {
   border: 2px solid var(--line); border-radius: .25rem;
 }
 input[aria-invalid="true"] { border-color: var(--error); }
+.affixed { display: flex; align-items: stretch; }
+.affixed input { flex: 1 1 auto; min-width: 0; }
+.affix { display: flex; align-items: center; padding: 0 .5rem; white-space: nowrap; color: var(--muted);
+  background: var(--notice-bg); border: 2px solid var(--line); }
+.badge { display: inline-block; margin: 0 0 .5rem; padding: .125rem .5rem; font-weight: 600;
+  border: 2px solid var(--accent); border-radius: .25rem; }
+.scopes { margin: 0 0 1rem; padding-left: 1.25rem; }
+.scopes code { font-size: .9375rem; }
 button {
   display: block; width: 100%; min-height: 44px; padding: .625rem 1rem; margin: 0;
   font: inherit; font-weight: 600; color: var(--on-accent); background: var(--accent);
@@ -89,6 +97,8 @@ class FieldView:
     placeholder: str | None = None
     value: str = ""
     error: str | None = None
+    prefix: str | None = None  # text shown before the input, e.g. https://
+    suffix: str | None = None  # text shown after it, e.g. .zendesk.com
 
 
 def input_name(field_name: str) -> str:
@@ -124,7 +134,10 @@ def _error_summary(fields: list[FieldView], form_error: str | None) -> str:
 
 
 def _input(field: FieldView, ident: str) -> str:
-    described = " ".join(([f"{ident}-help"] if field.help else []) + ([f"{ident}-error"] if field.error else []))
+    affixes = [f"{ident}-{part}" for part in ("prefix", "suffix") if getattr(field, part)]
+    described = " ".join(
+        ([f"{ident}-help"] if field.help else []) + ([f"{ident}-error"] if field.error else []) + affixes
+    )
     attrs = [
         f'type="{"password" if field.secret else "text"}" id="{ident}" name="{ident}"',
         f'autocomplete="{"new-password" if field.secret else "off"}" spellcheck="false" autocapitalize="off"',
@@ -134,7 +147,12 @@ def _input(field: FieldView, ident: str) -> str:
     attrs += ['aria-invalid="true"'] if field.error else []
     attrs += [f'placeholder="{_e(field.placeholder)}"'] if field.placeholder else []
     attrs += [f'value="{_e(field.value)}"'] if field.value and not field.secret else []  # never echo a secret
-    return f"<input {' '.join(attrs)}>\n"
+    tag = f"<input {' '.join(attrs)}>"
+    if not (field.prefix or field.suffix):
+        return tag + "\n"
+    prefix = f'<span class="affix" id="{ident}-prefix">{_e(field.prefix)}</span>' if field.prefix else ""
+    suffix = f'<span class="affix" id="{ident}-suffix">{_e(field.suffix)}</span>' if field.suffix else ""
+    return f'<div class="affixed">{prefix}{tag}{suffix}</div>\n'
 
 
 def _field(field: FieldView) -> str:
@@ -164,18 +182,25 @@ def form_page(
     form_error: str | None = None,
     notice: str | None = None,
     oauth: bool = False,
+    environment_label: str | None = None,
+    scopes: tuple[str, ...] | list[str] = (),
 ) -> str:
-    """The connect form. With `oauth`, secret fields are dropped and the form starts the OAuth flow."""
+    """The connect form. With `oauth`, secret fields are dropped and the form starts the OAuth flow.
+    `environment_label` (a link for another environment than production, e.g. "Sandbox") is said plainly at the
+    top; `scopes` lists the access the link asks for."""
     fields = [f for f in fields if not (oauth and f.secret)]
     has_errors = bool(form_error) or any(f.error for f in fields)
     partner = _e(partner_name)
     action = "/connect/oauth/start" if oauth else "/connect"
     redirect = f"<p>You will be sent to {partner} to approve access, then brought back here.</p>\n" if oauth else ""
     body = (
-        f"<h1>Connect {partner}</h1>\n"
-        f'<p class="lead">{_e(link_title)}</p>\n'
-        f"<p>{_e(description)}</p>\n"
-        '<p class="small">What you enter is sent encrypted and stored encrypted. This link works once.</p>\n'
+        _environment_badge(environment_label)
+        + f"<h1>Connect {partner}</h1>\n"
+        + f'<p class="lead">{_e(link_title)}</p>\n'
+        + _environment_notice(environment_label, partner)
+        + f"<p>{_e(description)}</p>\n"
+        + _scopes(scopes)
+        + '<p class="small">What you enter is sent encrypted and stored encrypted. This link works once.</p>\n'
         + (f'<div class="notice" role="status"><p>{_e(notice)}</p></div>\n' if notice else "")
         + f'<form method="post" action="{action}" novalidate>\n'
         + (_error_summary(fields, form_error) if has_errors else "")
@@ -186,6 +211,27 @@ def form_page(
     )
     title = f"Connect {partner_name} – {link_title}"
     return _document(f"Error: {title}" if has_errors else title, body)
+
+
+def _environment_badge(label: str | None) -> str:
+    return f'<p class="badge">{_e(label)}</p>\n' if label else ""
+
+
+def _environment_notice(label: str | None, partner: str) -> str:
+    if not label:
+        return ""
+    return (
+        '<div class="notice" role="note">'
+        f"<p>You are connecting a <strong>{_e(label)}</strong> account of {partner}, not your live account.</p></div>\n"
+    )
+
+
+def _scopes(scopes: tuple[str, ...] | list[str]) -> str:
+    if not scopes:
+        return ""
+    items = "".join(f"<li><code>{_e(scope)}</code></li>\n" for scope in scopes)
+    heading = '<h2 id="scopes-title">Access asked for</h2>\n'
+    return f'{heading}<ul class="scopes" aria-labelledby="scopes-title">\n{items}</ul>\n'
 
 
 def gone_page() -> str:

@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 from grantlink import clock, errors
-from grantlink.providers import BasicAuth, BearerAuth, HeaderAuth, Provider
+from grantlink.providers import BasicAuth, BearerAuth, HeaderAuth, OAuth1Auth, Provider
 
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _UNSENDABLE = re.compile(r"[\x00-\x1f\x7f]")
@@ -49,8 +49,11 @@ def url_value(provider: Provider, values: Mapping[str, str], name: str) -> str:
 
 
 def apply_auth(provider: Provider, values: Mapping[str, str], headers: dict[str, str], params: dict[str, str]) -> None:
-    """Put the credential where the catalogue's `auth` says: a bearer or named header, Basic, or a query param."""
+    """Put the credential where the catalogue's `auth` says: a bearer or named header, Basic, or a query param.
+    OAuth 1.0a puts nothing here: the request is signed as it is sent (grantlink.oauth1.signer)."""
     auth = provider.auth
+    if isinstance(auth, OAuth1Auth):
+        return
     if isinstance(auth, BasicAuth):
         pair = f"{render(provider, values, auth.username, header=False)}:"
         pair += render(provider, values, auth.password, header=False)
@@ -66,7 +69,7 @@ def apply_auth(provider: Provider, values: Mapping[str, str], headers: dict[str,
 def auth_names(provider: Provider) -> tuple[set[str], set[str]]:
     """The header names (lower case) and query parameters the credential occupies."""
     auth = provider.auth
-    if isinstance(auth, (BasicAuth, BearerAuth)):
+    if isinstance(auth, (BasicAuth, BearerAuth, OAuth1Auth)):  # OAuth 1.0a: the signature's Authorization header
         return {"authorization"}, set()
     if isinstance(auth, HeaderAuth):
         return {auth.header.lower()}, set()
@@ -79,7 +82,7 @@ def render(provider: Provider, values: Mapping[str, str], template: str, *, head
 
 
 def _credential_value(provider: Provider, values: Mapping[str, str], name: str, header: bool) -> str:
-    if provider.field(name) is None and not (name == "accessToken" and provider.oauth):
+    if provider.field(name) is None and not (name == "accessToken" and provider.has_access_token):
         raise errors.GrantlinkError(f"Partner {provider.slug} uses an unknown placeholder {{{name}}}.")
     value = value_of(values, name)
     if header and not sendable(value):

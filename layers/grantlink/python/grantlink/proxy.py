@@ -24,14 +24,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
-from grantlink import audit, errors, oauth, placement, providers
+from grantlink import audit, errors, oauth, oauth1, placement, providers
 from grantlink.config import settings
 from grantlink.connections import get_credential, require_usable
-from grantlink.models import Caller, Credential
+from grantlink.models import TOKEN_KINDS, Caller, Credential
 from grantlink.observability import SERVICE, logger, metrics
 from grantlink.providers import Provider
 from grantlink.store import Store
@@ -107,6 +107,7 @@ class _Call:
     headers: dict[str, str]
     params: list[tuple[str, str]]
     body: bytes | None
+    auth: Any = None  # an OAuth 1.0a credential's signer (requests' AuthBase)
 
 
 def forward(
@@ -214,8 +215,9 @@ def _call(
     """Send with fresh values; on a 401 for an OAuth credential that can refresh, refresh once and retry once."""
     refreshed_first = oauth.needs_refresh(credential)
     values = oauth.fresh_values(credential, store)
-    answer = _exchange(provider, _build(provider, values, request), deadline)
-    if answer.status != 401 or credential.auth_type != "oauth2" or not credential.refreshable:
+    signer = oauth1.signer(credential, provider, values, store)  # OAuth 1.0a: each attempt signed as it is sent
+    answer = _exchange(provider, replace(_build(provider, values, request), auth=signer), deadline)
+    if answer.status != 401 or credential.auth_type not in TOKEN_KINDS or not credential.refreshable:
         return answer
     # The token just refused is the one stored now: refresh from the item that holds it (the single-flight
     # lease still lets a concurrent caller's new token win, without a second token call).
@@ -301,7 +303,9 @@ def _send(call: _Call, deadline: float) -> outbound.Answer:
         raise PartnerTimeout()
     limits = outbound.limits(read=left, deadline=left, max_body=PROXY_MAX_RESPONSE_BYTES)
     try:
-        answer = outbound.send(call.method, call.url, limits, headers=call.headers, params=call.params, data=call.body)
+        answer = outbound.send(
+            call.method, call.url, limits, headers=call.headers, params=call.params, data=call.body, auth=call.auth
+        )
     except outbound.OutboundError as exc:
         raise _failure(exc.kind) from None  # the exception's chain holds the URL: never attached
     if answer.body is None:

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from grantlink import aws, errors
 from grantlink.config import settings
 from grantlink.models import (
+    PRODUCTION,
     Credential,
     LinkStatus,
     ShareLink,
@@ -143,9 +144,11 @@ class Store:
         limit: int,
         start: dict[str, Any] | None,
         equals: dict[str, Any] | None = None,
+        absent: tuple[str, ...] = (),
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """One Query call on an index, newest first; returns the items and the LastEvaluatedKey. `equals` filters
-        the page (a FilterExpression: the page still reads at most `limit` items); a dotted name is a map path."""
+        the page (a FilterExpression: the page still reads at most `limit` items); a dotted name is a map path.
+        `absent` names attributes the items must not have (a default that is not written, e.g. production)."""
         names, values = {"#k": key_name}, {":v": key_value}
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -161,6 +164,10 @@ class Store:
             kwargs["FilterExpression"] = " AND ".join(
                 ".".join(f"#f{i}_{j}" for j in range(len(path))) + f" = :f{i}" for i, path in enumerate(paths)
             )
+        if absent:
+            names.update({f"#a{i}": name for i, name in enumerate(absent)})
+            missing = " AND ".join(f"attribute_not_exists(#a{i})" for i in range(len(absent)))
+            kwargs["FilterExpression"] = " AND ".join(filter(None, (kwargs.get("FilterExpression"), missing)))
         kwargs.update(ExpressionAttributeNames=names, ExpressionAttributeValues=serialize(values))
         if start:
             kwargs["ExclusiveStartKey"] = serialize(start)
@@ -206,12 +213,21 @@ class Store:
         self.transact(*self.link_write(before, after, ttl))
 
     def list_links(
-        self, tenant_id: str, status: LinkStatus | None, limit: int, start: dict[str, Any] | None
+        self,
+        tenant_id: str,
+        status: LinkStatus | None,
+        limit: int,
+        start: dict[str, Any] | None,
+        *,
+        environment: str | None = None,
     ) -> tuple[list[ShareLink], dict[str, Any] | None]:
+        """One Query: by status (gsi2), else all (gsi1); an environment is a filter on the page."""
+        equals, absent = environment_filter(environment)
         if status is None:
-            items, last = self.query_page("gsi1", "gsi1pk", tenant_links_pk(tenant_id), limit, start)
+            key, index = tenant_links_pk(tenant_id), "gsi1"
         else:
-            items, last = self.query_page("gsi2", "gsi2pk", tenant_links_by_status_pk(tenant_id, status), limit, start)
+            key, index = tenant_links_by_status_pk(tenant_id, status), "gsi2"
+        items, last = self.query_page(index, f"{index}pk", key, limit, start, equals=equals, absent=absent)
         return [link_from_item(i) for i in items], last
 
     def stats(self, tenant_id: str, kind: str) -> dict[str, int]:
@@ -338,27 +354,31 @@ class Store:
         *,
         end_user_id: str | None = None,
         tag: tuple[str, str] | None = None,
+        environment: str | None = None,
     ) -> tuple[list[Credential], dict[str, Any] | None]:
         """One Query: by end user (gsi4), else by tag (the `tags` index, then one BatchGetItem of the page), else by
         partner (gsi3), else by state (gsi2), else all (gsi1). Filters beyond the index's own are a FilterExpression
         (or, after a tag query, the same test on the items read), so a page still reads at most `limit` items."""
+        env_equals, absent = environment_filter(environment)
         if end_user_id is not None:
             equals = {"partnerId": partner_id, "state": state, **({f"tags.{tag[0]}": tag[1]} if tag else {})}
+            equals = {k: v for k, v in {**equals, **(env_equals or {})}.items() if v is not None}
             key = tenant_credentials_by_end_user_pk(tenant_id, end_user_id)
-            items, last = self.query_page(
-                "gsi4", "gsi4pk", key, limit, start, equals={k: v for k, v in equals.items() if v is not None} or None
-            )
+            items, last = self.query_page("gsi4", "gsi4pk", key, limit, start, equals=equals or None, absent=absent)
             return [credential_from_item(i) for i in items], last
         if tag is not None:
-            return self._list_by_tag(tenant_id, tag, partner_id, state, limit, start)
+            found, last = self._list_by_tag(tenant_id, tag, partner_id, state, limit, start)
+            return [c for c in found if environment is None or c.environment == environment], last
         if partner_id is not None:
             index, key = "gsi3", tenant_credentials_by_partner_pk(tenant_id, partner_id)
         elif state is not None:
             index, key = "gsi2", tenant_credentials_by_state_pk(tenant_id, state)
         else:
             index, key = "gsi1", tenant_credentials_pk(tenant_id)
-        extra = {"state": state} if partner_id is not None and state is not None else None
-        items, last = self.query_page(index, f"{index}pk", key, limit, start, equals=extra)
+        extra = {"state": state} if partner_id is not None and state is not None else {}
+        items, last = self.query_page(
+            index, f"{index}pk", key, limit, start, equals={**extra, **(env_equals or {})} or None, absent=absent
+        )
         return [credential_from_item(i) for i in items], last
 
     def _list_by_tag(
@@ -588,6 +608,13 @@ def _diff_update(
     sets = {k: v for k, v in new.items() if old.get(k) != v}
     removes = tuple(k for k in old if k not in new) + also_remove
     return update(credential_key(before.id), sets, removes, condition, v=before.version, t=before.tenant_id, **values)
+
+
+def environment_filter(environment: str | None) -> tuple[dict[str, str] | None, tuple[str, ...]]:
+    """(`equals`, `absent`) for `query_page`: production is the environment an item names by having none."""
+    if environment is None:
+        return None, ()
+    return (None, ("environment",)) if environment == PRODUCTION else ({"environment": environment}, ())
 
 
 def oauth_app_key(tenant_id: str, partner_id: int) -> dict[str, str]:

@@ -27,6 +27,8 @@ from grantlink.providers import Provider
 
 if TYPE_CHECKING:
     # Imported where a partner is called: the functions that only import this module skip requests.
+    import requests.auth
+
     from grantlink import outbound
 
 CATEGORIES: tuple[str, ...] = get_args(TestCategory)
@@ -100,16 +102,18 @@ def check_credential(
     connect_timeout: float | None = None,
     read_timeout: float | None = None,
     session: Any = None,
+    auth: requests.auth.AuthBase | None = None,
 ) -> CheckResult:
     """Send the provider's test request with these credential values and categorise the answer.
 
     Raises `BadRequest` (code `invalid_field`) when a value is missing, does not match the pattern of a field
     used in the URL, or cannot be sent in a header; `GrantlinkError` when the catalogue entry is inconsistent.
-    Every other failure is a result, not an exception. `session` stands in for the HTTP client in tests.
+    Every other failure is a result, not an exception. `session` stands in for the HTTP client in tests. `auth`
+    signs the request as it is sent (an OAuth 1.0a credential: grantlink.oauth1.signer).
     """
     call = _build_call(provider, values)
     started = time.monotonic()
-    outcome = _send(provider, call, _Options(allow_private, connect_timeout, read_timeout), session)
+    outcome = _send(provider, call, _Options(allow_private, connect_timeout, read_timeout), session, auth)
     result = CheckResult(
         ok=outcome.category == "ok",
         category=outcome.category,
@@ -147,7 +151,7 @@ def _build_call(provider: Provider, values: Mapping[str, str]) -> _Call:
 # --- sending and reading: through the outbound door ------------------------------------------------------
 
 
-def _send(provider: Provider, call: _Call, options: _Options, session: Any) -> _Outcome:
+def _send(provider: Provider, call: _Call, options: _Options, session: Any, auth: Any = None) -> _Outcome:
     from grantlink import outbound
 
     limits = outbound.limits(allow_private=options.allow_private, connect=options.connect, read=options.read)
@@ -155,7 +159,7 @@ def _send(provider: Provider, call: _Call, options: _Options, session: Any) -> _
     try:
         answer = outbound.send(
             call.method, call.url, limits, headers=call.headers, params=call.params, json=call.body,
-            read_body=_needs_body(provider), session=session,
+            read_body=_needs_body(provider), session=session, auth=auth,
         )  # fmt: skip
     except outbound.OutboundError as exc:
         return _failure(provider, exc.kind, limits)

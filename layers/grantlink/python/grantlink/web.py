@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from grantlink import api, errors, pages, tenants
 from grantlink.connect import InvalidForm, OpenedLink
 from grantlink.observability import logger
+from grantlink.providers import PRODUCTION
 
 MAX_FORM_FIELDS = 50
 RETRY = "Open the link you were sent again to retry."
@@ -119,9 +120,9 @@ def form_action_origins(opened: OpenedLink) -> tuple[str, ...]:
     the partner's authorization server (the authorize URL may carry a per-customer host: then *.domain), and the
     origin of the tenant's allow-listed `redirectUrl`, where the 303 after an API-key or Basic connect goes."""
     origins = []
-    oauth = opened.provider.oauth
-    if oauth is not None:
-        parts = urlsplit(oauth.authorize_url)
+    grant = opened.provider.oauth or opened.provider.oauth1
+    if grant is not None:
+        parts = urlsplit(grant.authorize_url)
         host = parts.netloc
         if "{" in host:
             host = "*." + host.split("}", 1)[1].lstrip(".")
@@ -149,12 +150,18 @@ def form_page(opened: OpenedLink, token: str, problem: InvalidForm | None = None
             help=f.help,
             secret=f.secret,
             required=f.required,
-            placeholder=f.placeholder,
+            placeholder=f.placeholder or f.example,  # a realistic example shows the shape expected
             value="" if f.secret or problem is None else problem.values.get(f.name, ""),
             error=problem.errors.get(f.name) if problem else None,
+            prefix=f.prefix,
+            suffix=f.suffix,
         )
         for f in provider.fields
     ]
+    environment = provider.environment(opened.link.environment)
+    from grantlink import oauth
+
+    scopes = oauth.asked_scopes(opened)
     return pages.form_page(
         link_id=opened.link.id,
         token=token,
@@ -164,5 +171,7 @@ def form_page(opened: OpenedLink, token: str, problem: InvalidForm | None = None
         fields=views,
         form_error=problem.form_error if problem else None,
         notice=notice,
-        oauth=provider.auth_type == "oauth2",
+        oauth=provider.uses_oauth_app,  # OAuth 2.0 and OAuth 1.0a: the same "Connect with" button
+        environment_label=environment.label if environment and environment.name != PRODUCTION else None,
+        scopes=scopes,
     )

@@ -287,6 +287,7 @@ class Environment(_Model):
     token_url: Url | None = None
     request_token_url: Url | None = None
     access_token_url: Url | None = None
+    issuer: Url | None = None  # OAuth 2.0: its own authorization server's `iss` (RFC 9207), if the provider has one
 
     def urls(self) -> list[str]:
         return [
@@ -297,6 +298,7 @@ class Environment(_Model):
                 self.token_url,
                 self.request_token_url,
                 self.access_token_url,
+                self.issuer,
             )
             if url
         ]
@@ -367,10 +369,9 @@ class Provider(_Model):
         changes: dict[str, Any] = {}
         if env.base_url:
             changes["base_url"] = env.base_url
-        if self.oauth and (env.authorize_url or env.token_url):
-            changes["oauth"] = self.oauth.model_copy(
-                update={k: v for k, v in (("authorize_url", env.authorize_url), ("token_url", env.token_url)) if v}
-            )
+        if self.oauth and (env.authorize_url or env.token_url or env.issuer):
+            urls = (("authorize_url", env.authorize_url), ("token_url", env.token_url), ("issuer", env.issuer))
+            changes["oauth"] = self.oauth.model_copy(update={k: v for k, v in urls if v})
         if self.client_credentials and env.token_url:
             changes["client_credentials"] = self.client_credentials.model_copy(update={"token_url": env.token_url})
         if self.oauth1 and (env.request_token_url or env.authorize_url or env.access_token_url):
@@ -477,6 +478,8 @@ class Provider(_Model):
                 raise ValueError(f"environment {env.name!r} sets OAuth URLs for a provider without OAuth")
             if env.token_url and self.oauth1:
                 raise ValueError(f"environment {env.name!r}: oauth1 providers have no tokenUrl")
+            if env.issuer and not (self.oauth and self.oauth.issuer):
+                raise ValueError(f"environment {env.name!r}: an issuer is for OAuth 2.0 providers that declare one")
             if (env.request_token_url or env.access_token_url) and not self.oauth1:
                 raise ValueError(f"environment {env.name!r}: requestTokenUrl/accessTokenUrl are for oauth1")
 
