@@ -12,6 +12,7 @@ The local stack runs it in-process on 127.0.0.1 as the demo-oauth1 partner; test
     GET  /api/me                 protected: {"id", "username"}
     ANY  /api/echo/<path>        protected: what arrived (method, path, query, body) and who signed it
     POST /_admin/revoke?user=…   revokes that user's access tokens (a "revoked at the provider" test)
+    POST /_admin/expire-request-tokens  ends every outstanding request token (an "expired at the provider" test)
 
 Refusals answer 401 with `oauth_problem=<reason>` (form-encoded at the token endpoints, JSON at the resources);
 `stats()` counts calls and refusals by reason. Nothing is printed: no request line (queries carry tokens and
@@ -331,6 +332,15 @@ class DemoValidator(RequestValidator):
         with self.grants.lock:
             return self.grants.access_tokens.get(token)
 
+    def expire_request_tokens(self) -> int:
+        """Ends the life of every request token not yet exchanged; answers how many there were."""
+        now = self.clock()
+        with self.grants.lock:
+            live = [record for record in self.grants.request_tokens.values() if not record.spent]
+            for record in live:
+                record.expires_at = min(record.expires_at, now)
+        return len(live)
+
     def revoke(self, user: str) -> int:
         with self.grants.lock:
             tokens = [t for t, record in self.grants.access_tokens.items() if record.user == user]
@@ -446,6 +456,8 @@ class OAuth1Server:
         if path == "/_admin/revoke" and method == "POST":
             user = dict(parse_qsl(urlsplit(uri).query)).get("user", DEFAULT_USER)
             return _json(200, {"user": user, "revoked": self.revoke(user)})
+        if path == "/_admin/expire-request-tokens" and method == "POST":
+            return _json(200, {"expired": self.validator.expire_request_tokens()})
         return _json(404, {"error": "not_found"})
 
     def _token(self, method: str, uri: str, headers: dict[str, str], body: str) -> _Answer:

@@ -64,7 +64,19 @@ function grantedScope(body) {
 server.service.on("beforeTokenSigning", (token, req) => {
   if (token.payload.scope !== undefined) token.payload.scope = grantedScope(req.body); // the access token's claim
 });
+// The client credentials grant mints for any client, except one whose secret starts with "revoked-": a customer's
+// machine client revoked at the provider (invalid_client, as RFC 6749 section 5.2 says), to show a refusal.
+function revokedClient(req) {
+  if (req.body.grant_type !== "client_credentials") return false;
+  const basic = /^Basic (.+)$/i.exec(req.headers.authorization ?? "");
+  const secret = basic ? Buffer.from(basic[1], "base64").toString().split(":").slice(1).join(":") : req.body.client_secret;
+  return decodeURIComponent(String(secret ?? "")).startsWith("revoked-");
+}
 server.service.on("beforeResponse", (response, req) => {
+  if (revokedClient(req)) {
+    response.statusCode = 401;
+    response.body = { error: "invalid_client", error_description: "Client authentication failed." };
+  }
   if (response.statusCode === 200 && response.body.access_token) {
     response.body.expires_in = tokenTtl;
     response.body.scope = grantedScope(req.body);

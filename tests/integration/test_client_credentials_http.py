@@ -123,3 +123,23 @@ def test_the_jobs_mint_a_new_token_when_it_is_due(short_ttl_stack: dict[str, Any
         time.sleep(0.2)
     assert len(refreshed_events(stack, credential_id)) >= 2  # the read's mint and the worker's
     assert token(stack, credential_id).json()["data"]["accessToken"] != first["accessToken"]
+
+
+def test_a_refused_client_secret_is_a_failed_test_on_the_form_and_nothing_is_written(stack: dict[str, Any]) -> None:
+    """Given a 9005 link and a machine client the provider has revoked (the demo server refuses secrets starting
+    with "revoked-" with invalid_client)
+    When the customer submits its id and secret on the connect page
+    Then the form comes back saying the partner refused them (the secret not echoed), the link still waits with one
+    failed test counted, and no credential exists."""
+    answer = http.post(url(stack, "/credentials/grant-access-sharing"), json={"partnerId": 9005, "title": "Refused"},
+                       headers=auth(stack))  # fmt: skip
+    link = answer.json()["data"]
+    secret = "revoked-machine-secret-0123456789"
+    form = {"id": link["id"], "token": link["token"], "f_clientId": "demo-machine-app", "f_clientSecret": secret}
+
+    page = http.post(url(stack, "/connect"), data=form, allow_redirects=False)
+
+    assert page.status_code in (400, 422) and "refused this client id and secret" in page.text, page.text[:500]
+    assert secret not in page.text and "demo-machine-app" in page.text
+    status = http.get(url(stack, f"/credentials/grant-access-sharing/{link['id']}"), headers=auth(stack)).json()["data"]
+    assert status["status"] == 0 and status["failedTests"] == 1 and status["credentialId"] is None

@@ -137,3 +137,22 @@ def link_status_as(stack: dict[str, Any], link_id: str, key: str) -> dict[str, A
     answer = http.get(url(stack, f"{LINKS}/{link_id}"), headers=auth(stack, key))
     assert answer.status_code == 200, answer.text
     return dict(answer.json()["data"])
+
+
+def test_a_request_token_expired_at_the_provider_is_refused_and_the_link_goes_back(stack: dict[str, Any]) -> None:
+    """Given a flow the customer approved at the provider
+    When the provider's request token expires before the customer comes back (its admin endpoint ends it)
+    Then the provider refuses the verifier exchange as expired, the callback shows "Not connected", the link is back
+    at 0 with no credential, and reopening it says the token request was refused."""
+    link = new_link(stack)
+    callback = decide(press_connect(stack, link).headers["Location"])
+    before = http.get(url(stack, "/_local/oauth1-stats")).json()["refusals"].get("expired_request_token", 0)
+    assert http.post(f"{stack['oauth1Url']}/_admin/expire-request-tokens").json()["expired"] >= 1
+
+    back = http.get(callback, allow_redirects=False)
+
+    assert back.status_code == 400 and "Not connected" in text(back)
+    assert http.get(url(stack, "/_local/oauth1-stats")).json()["refusals"]["expired_request_token"] == before + 1
+    status = link_status(stack, link["id"])
+    assert status["status"] == 0 and status["credentialId"] is None
+    assert "refused" in text(http.get(link["link"]))
