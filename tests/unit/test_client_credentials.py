@@ -288,3 +288,35 @@ def test_the_sealed_values_hold_the_secret_and_neither_the_table_nor_the_logs_do
     logged = caplog.text + " ".join(repr(vars(record)) for record in caplog.records)
     for secret in (CLIENT_SECRET, partner.issued[0]):
         assert secret not in stored_bytes and secret not in logged
+
+
+def test_a_field_in_the_token_url_is_filled_in_from_the_form(
+    httpserver: HTTPServer, aws_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a partner whose token URL names a form field (as Microsoft's /{tenantId}/oauth2/v2.0/token does), when
+    the customer submits its tenant with the client id and secret, then the token request goes to that tenant's
+    token URL and the credential connects."""
+    from grantlink import providers
+    from grantlink.models import CreateLinkRequest
+    from grantlink.providers import FormField
+    from tests.unit.client_credentials_fakes import CC_PARTNER_ID
+
+    partner = cc_partner(httpserver, monkeypatch)
+    tenant = FormField.model_validate(
+        {"name": "tenant", "label": "Tenant", "help": "Your tenant.", "secret": False,
+         "pattern": "^[a-z0-9-]{1,40}$", "required": True, "example": "contoso"}
+    )  # fmt: skip
+    assert partner.client_credentials is not None
+    root = httpserver.url_for("").rstrip("/")
+    grant = partner.client_credentials.model_copy(update={"token_url": f"{root}/{{tenant}}/token"})
+    changed = partner.model_copy(
+        update={"fields": [*partner.fields, tenant], "client_credentials": grant, "base_url": f"{root}/contoso"}
+    )
+    monkeypatch.setattr(providers, "get", lambda pid: changed if pid == CC_PARTNER_ID else None)
+    monkeypatch.setattr(providers, "find", lambda pid: changed if pid == CC_PARTNER_ID else None)
+    server = FakeClientCredentialsServer(httpserver, prefix="/contoso")
+    made, token = links.create_link(A, CreateLinkRequest(partnerId=CC_PARTNER_ID, title="Tenant"))
+
+    done = connect.submit(made.id, token, {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "tenant": "contoso"})
+
+    assert server.token_calls() == 1 and stored(done.credential.id).state == CredentialState.ACTIVE

@@ -83,7 +83,7 @@ def mint(provider: Provider, fields: Mapping[str, str], scopes: list[str]) -> di
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
     from grantlink import outbound
-    from grantlink.oauth import _allow_local_http
+    from grantlink.oauth import _allow_local_http, _render
 
     grant = grant_of(provider)
     client_id, secret = fields[grant.client_id_field], fields[grant.client_secret_field]
@@ -94,7 +94,10 @@ def mint(provider: Provider, fields: Mapping[str, str], scopes: list[str]) -> di
         with outbound.token_session(outbound.token_limits(), client_id, client=client) as session:
             session.register_compliance_hook("access_token_response", _noting(statuses))
             token = session.fetch_token(
-                grant.token_url,
+                # A {field} in the token URL (Microsoft's {tenantId}) is a pattern-checked, non-secret form field.
+                _render(
+                    grant.token_url, {k: v for k, v in fields.items() if (f := provider.field(k)) and not f.secret}
+                ),
                 client_secret=secret,
                 include_client_id=True if grant.client_auth == "body" else None,  # else HTTP Basic
                 **grant.extra_token_params,
