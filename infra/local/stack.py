@@ -35,6 +35,7 @@ DEMO_OAUTH_PARTNER = 9003
 DEMO_OAUTH1_PARTNER = 9004
 DEMO_OAUTH1_CONSUMER, DEMO_OAUTH1_SECRET = "grantlink-demo-oauth1", "demo-consumer-secret"
 DEMO_OAUTH1_RSA_CONSUMER = "grantlink-demo-oauth1-rsa"
+DEMO_OAUTH1_RSA_PARTNER = 9006  # demo-oauth1-rsa: the same provider, signed with RSA-SHA1
 # Local override of the renewal queue's visibility timeout (the template's is 6 minutes): a renewal the worker
 # reports as failed is retried within seconds, and reaches the dead-letter queue after maxReceiveCount tries.
 RENEWAL_VISIBILITY_SECONDS = 5
@@ -286,14 +287,19 @@ class LocalStack:
         self._seed_demo_oauth1_consumer()
 
     def _seed_demo_oauth1_consumer(self) -> None:
-        """The demo tenant's consumer for demo-oauth1 (the HMAC one, as the provider is configured): its links
-        work out of the box, as demo-oauth's do."""
+        """The demo tenant's consumers for demo-oauth1 (HMAC) and demo-oauth1-rsa (RSA-SHA1), as the provider is
+        configured: their links work out of the box, as demo-oauth's do."""
         from grantlink import oauth
         from grantlink.models import Caller, OAuthAppRequest
 
         consumer = {"clientId": DEMO_OAUTH1_CONSUMER, "clientSecret": DEMO_OAUTH1_SECRET}
         app = OAuthAppRequest.model_validate(consumer)
         oauth.put_app(Caller(self.tenant_id), DEMO_OAUTH1_PARTNER, app, self.redirect_uri)
+        # demo-oauth1-rsa signs with RSA-SHA1: the consumer's secret is the private key made at this start.
+        rsa = OAuthAppRequest.model_validate(
+            {"clientId": DEMO_OAUTH1_RSA_CONSUMER, "clientSecret": self.oauth1_rsa_key}
+        )
+        oauth.put_app(Caller(self.tenant_id), DEMO_OAUTH1_RSA_PARTNER, rsa, self.redirect_uri)
 
     def state(self) -> dict[str, Any]:
         return {

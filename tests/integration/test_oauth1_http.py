@@ -15,13 +15,12 @@ from tests.stack import auth, http, new_tenant, url
 pytestmark = pytest.mark.integration
 
 DEMO_OAUTH1 = 9004
+DEMO_OAUTH1_RSA = 9006  # the same provider, signed with RSA-SHA1
 LINKS = "/credentials/grant-access-sharing"
 
 
-def new_link(stack: dict[str, Any], key: str | None = None) -> dict[str, Any]:
-    answer = http.post(
-        url(stack, LINKS), json={"partnerId": DEMO_OAUTH1, "title": "Demo 1.0a"}, headers=auth(stack, key)
-    )
+def new_link(stack: dict[str, Any], key: str | None = None, partner: int = DEMO_OAUTH1) -> dict[str, Any]:
+    answer = http.post(url(stack, LINKS), json={"partnerId": partner, "title": "Demo 1.0a"}, headers=auth(stack, key))
     assert answer.status_code == 201, answer.text
     return dict(answer.json()["data"])
 
@@ -156,3 +155,25 @@ def test_a_request_token_expired_at_the_provider_is_refused_and_the_link_goes_ba
     status = link_status(stack, link["id"])
     assert status["status"] == 0 and status["credentialId"] is None
     assert "refused" in text(http.get(link["link"]))
+
+
+def test_an_rsa_sha1_partner_connects_tests_and_proxies_signed_with_the_tenants_private_key(
+    stack: dict[str, Any],
+) -> None:
+    """Given demo-oauth1-rsa (RSA-SHA1), whose consumer the demo tenant set with the stack's RSA private key
+    When the customer connects, and the tenant tests and proxies through the credential
+    Then every step is signed with RSA-SHA1 and verified by the provider with the consumer's public key: the link is
+    granted, the test names the account, the proxy's echo names the RSA consumer, and the key is never shown."""
+    app = http.get(url(stack, f"/partners/{DEMO_OAUTH1_RSA}/oauth-app"), headers=auth(stack)).json()["data"]
+    assert app["clientId"] == "grantlink-demo-oauth1-rsa" and "clientSecret" not in app
+    link = new_link(stack, partner=DEMO_OAUTH1_RSA)
+
+    back = http.get(decide(press_connect(stack, link).headers["Location"]), allow_redirects=False)
+
+    assert back.status_code == 303, back.text
+    credential_id = link_status(stack, link["id"])["credentialId"]
+    tested = http.post(url(stack, f"/credentials/{credential_id}/test"), headers=auth(stack)).json()["data"]
+    assert tested["ok"] and tested["accountName"] == "demo-user", tested
+    echoed = http.get(url(stack, f"/credentials/{credential_id}/proxy/boards"), headers=auth(stack))
+    assert echoed.status_code == 200 and "grantlink-demo-oauth1-rsa" in echoed.text, echoed.text
+    assert "PRIVATE KEY" not in echoed.text

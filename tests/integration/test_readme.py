@@ -32,7 +32,7 @@ def test_the_readme_walkthrough_runs(stack: dict[str, Any], tmp_path: Any) -> No
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.split()
-    assert "3" in lines  # three demo partners
+    assert lines[0] == "6"  # six demo partners (the first block prints their count)
     assert "reauthorize_link_created" in lines and "created" in lines
     assert "demo-key-0042" in lines and "disabled" in lines and "active" in lines
     assert lines.count("200") == 2 and "404" in lines and "True" in lines

@@ -150,7 +150,7 @@ def test_ids_and_slugs_are_unique_across_real_and_demo_partners() -> None:
 
     assert len(set(ids)) == len(ids)
     assert len(set(slugs)) == len(slugs)
-    assert sorted(document["id"] for document in demo_documents()) == [9001, 9002, 9003, 9004, 9005]
+    assert sorted(document["id"] for document in demo_documents()) == [9001, 9002, 9003, 9004, 9005, 9006]
 
 
 @pytest.mark.parametrize("path", CATALOGUE_FILES, ids=lambda path: path.stem)
