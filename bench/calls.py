@@ -361,9 +361,9 @@ def operations() -> list[Operation]:
                   "counters move too, in one transaction with the link) and a revoked link is a 409, not a write; "
                   "the write itself is conditional on the version read"),
         Operation("link DELETE (revoke)", "share_links", on_link("revoke_link"), 200,
-                  {"GetItem": 1, "TransactWriteItems": 1}, "1 conditional write", 1,
+                  {"GetItem": 1, "TransactWriteItems": 1, "PutEvents": 1}, "1 conditional write", 1,
                   "+1 GetItem: reads the link first (tenant, version, and its status for the status counters the "
-                  "transaction moves)"),
+                  "transaction moves); +1 PutEvents: the share.revoked event"),
         # the connect page and OAuth
         Operation("connect page open", "connect_page", lambda: event("connect_get", query=_link_form()), 200,
                   {"GetItem": 1}, "1 read", 1),
@@ -372,9 +372,10 @@ def operations() -> list[Operation]:
                   "1 read + 1 GenerateDataKey + 1 transaction", 3, "+1 PutEvents: the share.completed event",
                   "+1 HTTP: the partner's test request, before accepting"),
         Operation("connect done page", "connect_page", _connect_done, 200, {}, "none", 0),
-        Operation("OAuth start", "oauth_callback", _oauth_start, 303, {"GetItem": 2, "TransactWriteItems": 1},
-                  "1 read + 1 transaction", 2,
-                  "+1 GetItem: the tenant's OAuth app (client id, scopes) for the authorize URL"),
+        Operation("OAuth start", "oauth_callback", _oauth_start, 303,
+                  {"GetItem": 2, "TransactWriteItems": 1, "PutEvents": 1}, "1 read + 1 transaction", 2,
+                  "+1 GetItem: the tenant's OAuth app (client id, scopes) for the authorize URL; +1 PutEvents: the "
+                  "share.waiting_for_oauth event"),
         Operation("OAuth callback", "oauth_callback", _callback, 303,
                   {"DeleteItem": 1, "GetItem": 2, "Decrypt": 1, "GenerateDataKey": 1, "TransactWriteItems": 1,
                    "PutEvents": 1},
