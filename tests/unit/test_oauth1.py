@@ -284,6 +284,24 @@ def test_proxied_calls_are_signed_query_and_form_body_included(server: OAuth1Ser
     assert server.stats().get("refusals") == {}
 
 
+@pytest.mark.parametrize("body", ["name=Café".encode(), b"name=a b", b"name=%ZZ"])
+def test_a_form_body_that_cannot_be_signed_is_a_400_and_reaches_no_partner(server: OAuth1Server, body: bytes) -> None:
+    """Given a connected OAuth 1.0a credential
+    When the tenant proxies a form-encoded POST whose body does not decode (raw UTF-8, a space, a bad escape)
+    Then the answer is 400 invalid_proxy_body (its signature would cover those parameters), not a 500, and the
+    provider sees no call."""
+    credential_id = connected(server)
+    before = server.stats().get("resource", 0)
+
+    with pytest.raises(errors.BadRequest) as refused:
+        proxy.forward(
+            A, credential_id, "POST", "cards", [], {"content-type": "application/x-www-form-urlencoded"}, body
+        )
+
+    assert refused.value.code == "invalid_proxy_body"
+    assert server.stats().get("resource", 0) == before
+
+
 def test_reauthorizing_replaces_the_tokens_and_keeps_the_id(server: OAuth1Server) -> None:
     """Given a connected OAuth 1.0a credential
     When a reauthorize link for it is completed through the provider

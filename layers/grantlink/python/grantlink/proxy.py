@@ -308,6 +308,14 @@ def _send(call: _Call, deadline: float) -> outbound.Answer:
         )
     except outbound.OutboundError as exc:
         raise _failure(exc.kind) from None  # the exception's chain holds the URL: never attached
+    except ValueError as exc:
+        if call.auth is None:
+            raise
+        # An OAuth 1.0a signature covers a form body's parameters: one that does not decode cannot be signed.
+        raise errors.BadRequest(
+            "A form-encoded body must be valid application/x-www-form-urlencoded to be signed.",
+            code="invalid_proxy_body",
+        ) from None
     if answer.body is None:
         raise ResponseTooLarge()
     return answer
