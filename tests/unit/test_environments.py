@@ -175,6 +175,35 @@ def test_reauthorize_takes_the_credentials_environment_and_requested_scopes(part
     assert (narrowed.environment, narrowed.scopes) == ("sandbox", ["read"])
 
 
+def test_reauthorize_lets_the_tenant_apps_scopes_apply_again_when_they_were_what_was_asked(
+    partner: FakePartner,
+) -> None:
+    """Given a credential connected with the tenant app's scopes, one of which the catalogue does not declare, when it
+    is reauthorized without scopes, then the link pins no scopes and its flow asks for the app's scopes again (not
+    the catalogue-allowed part of them)."""
+    set_app(["read", "custom:admin"])
+    credential_id = connected(partner)
+    assert default_store().get_credential(credential_id).requested_scopes == ["read", "custom:admin"]  # type: ignore[union-attr]
+
+    link, token = connections.reauthorize(A, credential_id, ReauthorizeRequest.model_validate({}))
+
+    assert link.scopes is None
+    assert begin(link, token)["scope"] == "read custom:admin"
+
+
+def test_scopes_for_a_partner_that_declares_none_are_not_supported(partner: FakePartner) -> None:
+    """Given an OAuth partner whose catalogue entry declares no scopes (its app's settings decide), when a link names
+    scopes, then the answer is 422 scopes_not_supported and nothing is written."""
+    bare = providers.get(OAUTH_PARTNER)
+    assert bare.oauth is not None
+    empty = bare.model_copy(update={"oauth": bare.oauth.model_copy(update={"scopes": [], "optional_scopes": []})})
+
+    with pytest.raises(errors.UnprocessableEntity) as refused:
+        links.check_scopes(empty, ["read"])
+
+    assert refused.value.code == "scopes_not_supported"
+
+
 def test_a_reauthorize_body_cannot_name_an_environment() -> None:
     """Given a reauthorize body with `environment`, then it does not validate (the credential's is used)."""
     with pytest.raises(ValueError, match="environment"):

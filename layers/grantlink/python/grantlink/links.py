@@ -144,11 +144,14 @@ def _environment(provider: Provider, options: LinkOptions, keep_from: Credential
 
 def _scopes(provider: Provider, options: LinkOptions, keep_from: Credential | None) -> list[str] | None:
     """The scopes the link asks for (None: the OAuth app's, else the partner's defaults). On reauthorize, left out
-    keeps what the credential asked for (less any scope the partner no longer allows); given, even null, replaces."""
+    keeps what the credential asked for when the partner still allows all of it (else None: the app's scopes, else
+    the defaults, apply again); given, even null, replaces."""
     if keep_from is not None and "scopes" not in options.model_fields_set:
+        asked = keep_from.requested_scopes or []
         allowed = provider.allowed_scopes or []
-        kept = [scope for scope in keep_from.requested_scopes or [] if scope in allowed]
-        return kept or None
+        # Scopes the catalogue does not declare came from the tenant's OAuth app: then let the app's (current)
+        # scopes apply again (None), rather than pin a narrower list on the link.
+        return list(asked) if asked and all(scope in allowed for scope in asked) else None
     return check_scopes(provider, options.scopes)
 
 
@@ -157,7 +160,7 @@ def check_scopes(provider: Provider, scopes: list[str] | None) -> list[str] | No
     if scopes is None:
         return None
     allowed = provider.allowed_scopes
-    if allowed is None:
+    if not allowed:  # a kind without scopes, or a partner that declares none (its app's settings decide)
         raise errors.UnprocessableEntity(f"{provider.name} takes no scopes.", code="scopes_not_supported")
     if not scopes:
         raise errors.UnprocessableEntity(

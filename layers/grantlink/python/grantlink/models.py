@@ -143,7 +143,8 @@ class LinkOptions(ApiModel):
         max_length=50,
         description="OAuth 2.0 partners only: the scopes to ask for, narrowing or extending the partner's defaults; "
         "each must be one the partner declares (`scopes` or `optionalScopes` of GET /partners/{id}). Omitted: the "
-        "OAuth app's scopes, else the partner's defaults. On reauthorize, omitted keeps the credential's.",
+        "OAuth app's scopes, else the partner's defaults. On reauthorize, omitted keeps the credential's requested "
+        "scopes when the partner declares them all (else the app's, else the defaults, apply again).",
     )
 
 
