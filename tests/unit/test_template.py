@@ -220,6 +220,18 @@ def test_the_proxys_deadline_fits_inside_its_timeout_and_api_gateways() -> None:
     assert deadline + 3 <= proxy.timeout <= 30
 
 
+def test_the_connect_page_outlives_a_client_credentials_mint_and_the_test_after_it() -> None:
+    """Given the connect page function, its timeout covers the worst submit — a client credentials token call (its
+    overall deadline) and then the partner's test request (connect + read timeouts) — with a margin for the writes,
+    and stays within API Gateway's 30 seconds: a slow partner ends in the form's own message, not a killed function."""
+    from grantlink import config
+
+    defaults = config.Settings.model_validate({"GRANTLINK_TABLE": "t"})
+    (page,) = [f for f in template.functions(TPL) if f.name == "connect_page"]
+    worst = defaults.token_deadline_seconds + defaults.test_connect_timeout + defaults.test_read_timeout
+    assert worst + 3 <= page.timeout <= 30
+
+
 def test_every_queue_is_encrypted() -> None:
     for logical_id, queue in template.resources(TPL, "AWS::SQS::Queue").items():
         assert queue["Properties"].get("SqsManagedSseEnabled") is True, logical_id

@@ -409,3 +409,47 @@ def test_refreshed_tokens_kept_aside_through_the_renewal_queue_are_allowed(
         creds("read_secret", credential_id)
     assert ("credentials", "sqs", "SendMessage") in {(c.function, c.service, c.operation) for c in calls}
     assert refusals(calls, stack) == []
+
+
+def test_every_function_that_looks_an_app_up_may_read_the_operators_default_apps(
+    cloudformation: dict[str, Any],  # noqa: F811
+    aws_env: dict[str, Any],
+    provider_server: FakeAuthorizationServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Given the operator's default OAuth apps configured (DefaultOAuthAppsSecretArn set, so the conditional
+    read policy exists) and a tenant without an app of its own,
+    when it creates a link for an OAuth partner, its customer opens the connect page (which lists the app's scopes)
+    and starts the flow, then every call — each function's read of the operator's secret included — is allowed."""
+    import json
+
+    import boto3
+
+    from grantlink import config, oauth, oauth_apps
+    from tests.security.flows import page
+    from tests.unit.oauth_fakes import PARTNER_ID, A
+
+    apps = {str(PARTNER_ID): {"clientId": "operator-client", "clientSecret": "operator-secret", "scopes": ["read"]}}
+    arn = str(boto3.client("secretsmanager").create_secret(Name="ops/apps", SecretString=json.dumps(apps))["ARN"])
+    monkeypatch.setenv("GRANTLINK_DEFAULT_OAUTH_APPS_SECRET", arn)
+    config.reset()
+    oauth.delete_app(A, PARTNER_ID)  # the tenant's own: now the operator's applies
+    resolver = aws_env["resolver"]
+    refs = {**resolver.refs, "DefaultOAuthAppsSecretArn": arn}  # the parameter set: the read policy exists
+    stack = stack_of(cloudformation, template.Resolver(cloudformation, refs, dict(resolver.attrs)))
+    with recording_calls(monkeypatch) as calls:
+        for name in ("share_links", "connect_page", "oauth_callback"):
+            oauth_apps.reset()  # each function is its own process: none has read the secret yet
+            if name == "share_links":
+                status, made, _ = create_link({"partnerId": PARTNER_ID, "title": "Operator app"})
+                assert status == 201, made
+            elif name == "connect_page":
+                form = {"id": made["data"]["id"], "token": made["data"]["token"]}
+                shown = page(event("connect_get", query=form), 200)
+                assert "read" in shown["body"], shown["body"][:500]  # the operator app's scopes
+            else:
+                start = reroute(event("connect_post", form=form), "POST /connect/oauth/start", "/connect/oauth/start")
+                assert "client_id=operator-client" in page(start, 303, "oauth_callback")["headers"]["Location"]
+    reads = {c.function for c in calls if c.operation == "GetSecretValue"}
+    assert {"share_links", "connect_page", "oauth_callback"} <= reads, reads
+    assert refusals(calls, stack) == []
