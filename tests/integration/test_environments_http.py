@@ -122,6 +122,8 @@ def test_a_sandbox_link_connects_tests_and_refreshes_against_the_sandbox_server(
     assert counted(stack, "userinfo", sandbox_userinfo + 1) == sandbox_userinfo + 1
     assert token(stack, credential_id, force=True).status_code == 200
     assert counted(stack, REFRESH, sandbox_refreshes + 1) == sandbox_refreshes + 1
+    proxied = http.get(url(stack, f"/credentials/{credential_id}/proxy/v1/contacts"), headers=auth(stack))
+    assert proxied.status_code == 200 and proxied.json()["path"] == "/_demo/echo/demo-oauth-sandbox/v1/contacts"
 
     _, production_credential = connect(stack, "Production barrier")  # one production code exchange
     assert settled(stack, CODE, production_codes + 1) == production_codes + 1

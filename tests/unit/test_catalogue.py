@@ -238,3 +238,22 @@ def test_scopes_a_link_may_name_are_the_defaults_then_the_optional_ones() -> Non
 
     assert provider.default_scopes == ["api", "refresh_token", "openid"]
     assert provider.allowed_scopes == ["api", "refresh_token", "openid", "full"]
+
+
+def test_an_environment_with_its_own_base_url_proxies_to_its_own_proxy_base_url() -> None:
+    """Given an entry with a proxy.baseUrl and a sandbox with its own baseUrl, then the sandbox must name its own
+    proxyBaseUrl (else sandbox credentials would be proxied to production's API), and a provider taken in the
+    sandbox proxies there while production keeps the default."""
+    document = json.loads((PACKAGE / "catalogue" / "notion.json").read_text())
+    document["proxy"] = {"baseUrl": "https://api.notion.com/v1"}
+    document["environments"] = [
+        {"name": "production", "label": "Production"},
+        {"name": "sandbox", "label": "Sandbox", "baseUrl": "https://sandbox.notion.com"},
+    ]
+    assert "proxyBaseUrl" in refused(document)
+
+    document["environments"][1]["proxyBaseUrl"] = "https://sandbox.notion.com/v1"
+    provider = Provider.model_validate(document)
+
+    assert provider.in_environment("sandbox").proxy_base_url == "https://sandbox.notion.com/v1"
+    assert provider.in_environment("production").proxy_base_url == "https://api.notion.com/v1"

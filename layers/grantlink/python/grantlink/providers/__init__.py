@@ -288,6 +288,7 @@ class Environment(_Model):
     request_token_url: Url | None = None
     access_token_url: Url | None = None
     issuer: Url | None = None  # OAuth 2.0: its own authorization server's `iss` (RFC 9207), if the provider has one
+    proxy_base_url: ProxyUrl | None = None  # where this environment's proxied calls go, when `proxy.baseUrl` is set
 
     def urls(self) -> list[str]:
         return [
@@ -372,6 +373,8 @@ class Provider(_Model):
         if self.oauth and (env.authorize_url or env.token_url or env.issuer):
             urls = (("authorize_url", env.authorize_url), ("token_url", env.token_url), ("issuer", env.issuer))
             changes["oauth"] = self.oauth.model_copy(update={k: v for k, v in urls if v})
+        if env.proxy_base_url:
+            changes["proxy"] = (self.proxy or ProxySettings()).model_copy(update={"base_url": env.proxy_base_url})
         if self.client_credentials and env.token_url:
             changes["client_credentials"] = self.client_credentials.model_copy(update={"token_url": env.token_url})
         if self.oauth1 and (env.request_token_url or env.authorize_url or env.access_token_url):
@@ -482,6 +485,14 @@ class Provider(_Model):
                 raise ValueError(f"environment {env.name!r}: an issuer is for OAuth 2.0 providers that declare one")
             if (env.request_token_url or env.access_token_url) and not self.oauth1:
                 raise ValueError(f"environment {env.name!r}: requestTokenUrl/accessTokenUrl are for oauth1")
+            if env.proxy_base_url:
+                self._check_proxy_base_url(env.proxy_base_url)
+            own_proxy = self.proxy is not None and self.proxy.base_url and not self.proxy.base_url.startswith("{")
+            if own_proxy and env.base_url and not env.proxy_base_url:
+                raise ValueError(
+                    f"environment {env.name!r} has its own baseUrl: give it a proxyBaseUrl too, or its credentials "
+                    "would be proxied to the default proxy.baseUrl"
+                )
 
     def all_urls(self) -> list[str]:
         """Every URL template in the entry: docs, base, test, OAuth and environments (for checks)."""
