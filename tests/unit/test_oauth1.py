@@ -415,3 +415,19 @@ def test_an_operator_default_for_an_rsa_partner_must_hold_a_private_key(
     operator_consumers(monkeypatch, {str(rsa_partner): {"clientId": RSA_CONSUMER, "clientSecret": "not-a-key-value"}})
     with pytest.raises(errors.ServiceUnavailable):
         oauth.get_app(A, rsa_partner, CALLBACK)
+
+
+def test_a_request_token_presented_as_an_oauth2_state_spends_nothing(server: OAuth1Server) -> None:
+    """Given a started OAuth 1.0a flow (its request token is in the customer's authorize URL)
+    When someone presents that request token as an OAuth 2.0 `state` at the same callback, with a code
+    Then it is refused as an unknown sign-in before any partner call, the link still waits for the customer, and the
+    customer's own OAuth 1.0a callback then connects."""
+    link, _, url = started()
+    request_token = dict(parse_qsl(urlsplit(url).query))["oauth_token"]
+
+    with pytest.raises(errors.BadRequest) as refused:
+        oauth.callback({"state": request_token, "code": "forged"}, CALLBACK)
+
+    assert refused.value.code == "bad_state"
+    assert links.get_link(A, link.id).status == LinkStatus.WAITING_FOR_OAUTH
+    assert oauth1.callback(decide(server, url)).connected

@@ -142,14 +142,12 @@ def callback(params: dict[str, str], store: Store | None = None) -> CallbackOutc
         raise errors.BadRequest(
             "This sign-in is incomplete. Open your link again to retry.", code="missing_oauth_token"
         )
-    flow = store.consume_flow(oauth.hash_state(request_token), clock.iso(clock.now()))
+    flow = store.consume_flow(oauth.hash_state(request_token), clock.iso(clock.now()), KIND)
     if flow is None:
         raise errors.BadRequest(
             "This sign-in has expired or was already used. Open your link again.", code="bad_oauth_token"
         )
     provider = providers.in_environment(int(flow["partnerId"]), flow.get("environment"))
-    if flow.get("kind") != KIND:
-        return oauth._abandon(store, flow, provider, "the answer did not match the sign-in that was started")
     verifier = params.get("oauth_verifier", "")
     if not verifier:
         reason = "access was denied" if "denied" in params else "no verifier was returned"

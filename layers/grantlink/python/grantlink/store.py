@@ -494,16 +494,20 @@ class Store:
         )
         return "Attributes" in answer
 
-    def consume_flow(self, state_hash: str, now: str) -> dict[str, Any] | None:
-        """Delete and return the OAuth flow for this state, once; None if unknown, used or expired."""
+    def consume_flow(self, state_hash: str, now: str, kind: str = "oauth2") -> dict[str, Any] | None:
+        """Delete and return the OAuth flow of this kind (`oauth2`, `oauth1`) for this state (or request token),
+        once; None if unknown, used, expired or of the other kind (which is left as it was)."""
+        # OAuth 2.0 flow records carry no `kind` (those written before OAuth 1.0a existed included).
+        of_kind = "attribute_not_exists(kind) OR kind = :k" if kind == "oauth2" else "kind = :k"
         try:
             answer = self._call(
                 "delete_item",
                 TableName=self.table,
                 Key=serialize(flow_key(state_hash)),
-                # Protects: single use, and the application's own 10-minute expiry (TTL deletes late).
-                ConditionExpression="attribute_exists(pk) AND expiresAt > :now",
-                ExpressionAttributeValues=serialize({":now": now}),
+                # Protects: single use, the application's own 10-minute expiry (TTL deletes late), and the flow's
+                # kind: an OAuth 1.0a request token presented as an OAuth 2.0 state (or the reverse) spends nothing.
+                ConditionExpression=f"attribute_exists(pk) AND expiresAt > :now AND ({of_kind})",
+                ExpressionAttributeValues=serialize({":now": now, ":k": kind}),
                 ReturnValues="ALL_OLD",
             )
         except ConditionFailed:
