@@ -308,7 +308,7 @@ def _send(call: _Call, deadline: float) -> outbound.Answer:
         )
     except outbound.OutboundError as exc:
         raise _failure(exc.kind) from None  # the exception's chain holds the URL: never attached
-    except ValueError as exc:
+    except ValueError:
         if call.auth is None:
             raise
         # An OAuth 1.0a signature covers a form body's parameters: one that does not decode cannot be signed.
