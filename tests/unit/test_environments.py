@@ -427,3 +427,17 @@ def replace_field(field: Any, **changes: Any) -> Any:
     from dataclasses import replace
 
     return replace(field, **changes)
+
+
+@pytest.mark.parametrize(
+    ("token", "granted"),
+    [
+        ({"scope": "User.Read openid", "refresh_token": "r"}, ["User.Read", "openid", "offline_access"]),
+        ({"scope": "User.Read openid"}, ["User.Read", "openid"]),
+    ],
+)
+def test_an_offline_scope_is_granted_when_a_refresh_token_is(token: dict[str, Any], granted: list[str]) -> None:
+    """Given a request for [openid, offline_access, User.Read] and a provider (like Microsoft) that leaves
+    offline_access out of the scope it answers, when its answer carries a refresh token, then offline_access counts
+    as granted (that is what it grants); without a refresh token, it was not granted."""
+    assert oauth.granted_scopes(token, ["openid", "offline_access", "User.Read"]) == granted

@@ -224,11 +224,19 @@ def split_scopes(scope: Any) -> list[str]:
     return [part for item in items for part in re.split(r"[\s,]+", str(item)) if part]
 
 
+# Scopes that ask for a refresh token: providers (Microsoft, for one) leave them out of the `scope` they answer.
+OFFLINE_SCOPES = ("offline_access", "offline", "refresh_token")
+
+
 def granted_scopes(token: dict[str, Any], requested: list[str] | None) -> list[str] | None:
-    """What the provider granted: its `scope`, else (RFC 6749 section 5.1: omitted means identical) what was asked."""
+    """What the provider granted: its `scope`, else (RFC 6749 section 5.1: omitted means identical) what was asked.
+    A requested offline scope counts as granted when the answer carries a refresh token, which is what it grants."""
     if token.get("scope") is None:
         return list(requested) if requested is not None else None
-    return split_scopes(token["scope"])
+    granted = split_scopes(token["scope"])
+    if token.get("refresh_token"):
+        granted += [s for s in requested or [] if s in OFFLINE_SCOPES and s not in granted]
+    return granted
 
 
 def prepare_start(
