@@ -257,3 +257,23 @@ def test_an_environment_with_its_own_base_url_proxies_to_its_own_proxy_base_url(
 
     assert provider.in_environment("sandbox").proxy_base_url == "https://sandbox.notion.com/v1"
     assert provider.in_environment("production").proxy_base_url == "https://api.notion.com/v1"
+
+
+def test_client_credentials_fields_must_be_required() -> None:
+    """Given a client-credentials entry whose client id field is optional, then it is refused (a mint needs both)."""
+    document = json.loads((PACKAGE / "catalogue" / "paypal.json").read_text())
+    document["fields"][0]["required"] = False
+
+    assert "must be required" in refused(document)
+
+
+def test_an_environment_with_its_own_authorization_server_names_its_issuer() -> None:
+    """Given an OAuth entry that declares an issuer and a sandbox with its own token URL but no issuer, then it is
+    refused: the sandbox's callbacks would all fail the RFC 9207 issuer check against production's issuer."""
+    document = salesforce()
+    document["oauth"]["issuer"] = "https://login.salesforce.com"
+
+    assert "name its issuer" in refused(document)
+
+    document["environments"][1]["issuer"] = "https://test.salesforce.com"
+    assert Provider.model_validate(document).in_environment("sandbox").oauth.issuer == "https://test.salesforce.com"  # type: ignore[union-attr]

@@ -167,8 +167,8 @@ def _exchange(
         secret = _open_request_secret(flow)
         answer = _access_token(provider, app, fields, request_token, secret, verifier)
         values = {
-            **fields,
             **_response_fields(answer),
+            **fields,  # the customer's form fields win over a response parameter of the same name
             "oauthToken": str(answer["oauth_token"]),
             "oauthTokenSecret": str(answer["oauth_token_secret"]),
         }

@@ -465,9 +465,11 @@ class Provider(_Model):
         if (self.auth_type == "oauth1") != isinstance(self.auth, OAuth1Auth):
             raise ValueError('auth {"in": "oauth1"} is for oauth1 providers, and oauth1 providers use it')
         if cc := self.client_credentials:
-            secret_field = self.field(cc.client_secret_field)
-            if self.field(cc.client_id_field) is None or secret_field is None or not secret_field.secret:
+            id_field, secret_field = self.field(cc.client_id_field), self.field(cc.client_secret_field)
+            if id_field is None or secret_field is None or not secret_field.secret:
                 raise ValueError("clientCredentials names a client id field and a secret client secret field")
+            if not (id_field.required and secret_field.required):
+                raise ValueError("the client id and client secret fields must be required")
         self._check_environments()
 
     def _check_environments(self) -> None:
@@ -481,6 +483,12 @@ class Provider(_Model):
                 raise ValueError(f"environment {env.name!r} sets OAuth URLs for a provider without OAuth")
             if env.token_url and self.oauth1:
                 raise ValueError(f"environment {env.name!r}: oauth1 providers have no tokenUrl")
+            own_server = env.authorize_url or env.token_url
+            if self.oauth and self.oauth.issuer and own_server and not env.issuer:
+                raise ValueError(
+                    f"environment {env.name!r} has its own authorization server: name its issuer, or every callback "
+                    "would fail the issuer check"
+                )
             if env.issuer and not (self.oauth and self.oauth.issuer):
                 raise ValueError(f"environment {env.name!r}: an issuer is for OAuth 2.0 providers that declare one")
             if (env.request_token_url or env.access_token_url) and not self.oauth1:
