@@ -277,3 +277,20 @@ def test_an_environment_with_its_own_authorization_server_names_its_issuer() -> 
 
     document["environments"][1]["issuer"] = "https://test.salesforce.com"
     assert Provider.model_validate(document).in_environment("sandbox").oauth.issuer == "https://test.salesforce.com"  # type: ignore[union-attr]
+
+
+def test_basic_auth_may_take_an_api_key_as_the_username_and_no_password() -> None:
+    """Given a Basic entry whose password is empty (Chargebee, Recurly: the API key is the username), when the
+    credential is placed in a request, then the Authorization header is Basic base64("<key>:")."""
+    import base64
+
+    from grantlink import placement
+
+    document = json.loads((PACKAGE / "catalogue" / "jira.json").read_text())
+    document["auth"] = {"in": "basic", "username": "{apiToken}", "password": ""}
+    provider = Provider.model_validate(document)
+    headers: dict[str, str] = {}
+
+    placement.apply_auth(provider, {"apiToken": "key_live_123"}, headers, {})
+
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"key_live_123:").decode()

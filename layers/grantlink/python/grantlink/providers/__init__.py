@@ -153,7 +153,7 @@ class QueryAuth(_Model):
 class BasicAuth(_Model):
     in_: Literal["basic"] = Field(alias="in")
     username: Template
-    password: Template
+    password: Annotated[str, Field(max_length=500)]  # may be empty: an API key as the username (Chargebee, Recurly)
 
 
 class OAuth1Auth(_Model):
