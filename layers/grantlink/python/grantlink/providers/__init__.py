@@ -167,6 +167,11 @@ Scope = Annotated[str, Field(pattern=r"^\S+$", max_length=200)]
 Params = dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=60)], Annotated[str, Field(max_length=500)]]
 
 
+def _allowed_scopes(scopes: list[str], optional: list[str]) -> list[str]:
+    """What a link may ask for: the defaults, then the optional ones not already among them."""
+    return [*scopes, *[scope for scope in optional if scope not in scopes]]
+
+
 def _reserved(params: dict[str, str], reserved: frozenset[str], what: str) -> None:
     if clash := sorted(reserved & params.keys()):
         raise ValueError(f"{what} may not set {', '.join(clash)}")
@@ -216,8 +221,7 @@ class OAuth(_Model):
 
     @property
     def allowed_scopes(self) -> list[str]:
-        """What a link may ask for: the defaults, then the optional ones."""
-        return [*self.scopes, *[s for s in self.optional_scopes if s not in self.scopes]]
+        return _allowed_scopes(self.scopes, self.optional_scopes)
 
     @model_validator(mode="after")
     def _no_reserved_params(self) -> OAuth:
@@ -268,7 +272,7 @@ class ClientCredentials(_Model):
 
     @property
     def allowed_scopes(self) -> list[str]:
-        return [*self.scopes, *[s for s in self.optional_scopes if s not in self.scopes]]
+        return _allowed_scopes(self.scopes, self.optional_scopes)
 
     @model_validator(mode="after")
     def _no_reserved_params(self) -> ClientCredentials:
@@ -387,20 +391,25 @@ class Provider(_Model):
         return self.model_copy(update=changes) if changes else self
 
     @property
+    def _scoped_grant(self) -> OAuth | ClientCredentials | None:
+        """The OAuth 2.0 grant that takes scopes (code flow or client credentials), if the provider has one."""
+        return self.oauth or self.client_credentials
+
+    @property
     def default_scopes(self) -> list[str]:
         """The scopes a link asks for when it names none (OAuth 2.0 kinds; empty otherwise)."""
-        grant = self.oauth or self.client_credentials
+        grant = self._scoped_grant
         return list(grant.scopes) if grant else []
 
     @property
     def allowed_scopes(self) -> list[str] | None:
         """The scopes a link may name, or None when the provider takes no scopes through grantlink."""
-        grant = self.oauth or self.client_credentials
+        grant = self._scoped_grant
         return grant.allowed_scopes if grant else None
 
     @property
     def scope_separator(self) -> str:
-        grant = self.oauth or self.client_credentials
+        grant = self._scoped_grant
         return grant.scope_separator if grant else " "
 
     @property
